@@ -1,0 +1,1 @@
+"""The front door: CLI, settings and the embedded stack."""

@@ -1,0 +1,1 @@
+"""The contract: Avro schemas, the Confluent wire-format codec and schema registries."""

@@ -1,0 +1,1 @@
+"""ClickHouse: migrations, table names, the batching writer."""

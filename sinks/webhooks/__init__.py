@@ -1,0 +1,1 @@
+"""Alert webhooks: formats, routing, delivery."""

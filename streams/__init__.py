@@ -1,0 +1,1 @@
+"""The streaming half of leadflow: the pure core, the Faust app and its agents, the replay driver."""
