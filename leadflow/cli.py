@@ -6,6 +6,9 @@ import sys
 
 import typer
 
+from pydantic import ValidationError
+
+from leadflow.settings import Settings
 from schemas.errors import LeadflowError
 
 app = typer.Typer(
@@ -17,10 +20,21 @@ app = typer.Typer(
 )
 
 
+def build_settings(**overrides: object) -> Settings:
+    """The one Settings object: env (LEADFLOW_*) overridden by the flags that were given."""
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise LeadflowError(f"invalid setting {where}: {first['msg']}") from None
+
+
 def _register_commands() -> None:
     # Each module adds its commands to `app`; one import line per module.
     from leadflow.commands import (  # noqa: F401
         stack,
+        topics,
     )
 
 

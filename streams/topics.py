@@ -43,3 +43,25 @@ class TopicSpec:
     name: str
     partitions: int
     configs: dict[str, str] = field(default_factory=dict)
+
+
+# Internal: events re-keyed by lead (anonymous stitching, merges) between the pipeline's agents.
+LEAD_EVENTS = "leadflow.internal.lead-events"
+INTERNAL_TOPICS = (LEAD_EVENTS,)
+
+# Tansu stores but never applies retention; some clients need retention.ms described (INFRA.md).
+_INPUT_CONFIGS = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+_OUTPUT_CONFIGS = {"retention.ms": str(7 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+_DLQ_CONFIGS = {"retention.ms": str(30 * 24 * 3600 * 1000), "cleanup.policy": "delete"}
+
+
+def topic_specs(partitions: int) -> tuple[TopicSpec, ...]:
+    """Every topic leadflow creates; lead-keyed topics share one partition count (co-partitioned)."""
+    if partitions < 1:
+        raise ValueError("partitions must be >= 1")
+    return (
+        *(TopicSpec(name, partitions, dict(_INPUT_CONFIGS)) for name in INPUT_TOPICS),
+        *(TopicSpec(name, partitions, dict(_OUTPUT_CONFIGS)) for name in OUTPUT_TOPICS),
+        TopicSpec(DLQ, 1, dict(_DLQ_CONFIGS)),
+        *(TopicSpec(name, partitions, dict(_OUTPUT_CONFIGS)) for name in INTERNAL_TOPICS),
+    )
