@@ -1,0 +1,19 @@
+"""Errors the core raises: each names what was wrong and what to do."""
+
+from schemas.errors import LeadflowError
+
+
+class CoreError(LeadflowError):
+    """Root of the domain core's errors."""
+
+
+class DefinitionsError(CoreError):
+    """The definitions file is invalid; the message names the key path and the problem."""
+
+
+class InvalidEvent(CoreError):
+    """An input event does not follow DESIGN.md §5; the message names the field."""
+
+
+class IllegalTransition(CoreError):
+    """An event asks for a lifecycle move the funnel does not allow from the current stage."""

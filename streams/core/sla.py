@@ -1,0 +1,355 @@
+"""SLA instances on a business-hours clock: start, warn, meet, breach, escalate, cancel, correct.
+
+Pure functions over immutable `SlaInstance` tuples; the engine calls them and keeps the result
+in the lead's state. A breach is declared at due + grace (CRM sync lag) but the promise counts
+as broken at `due_at`; a late-arriving event whose occurred_at ≤ due_at corrects the breach
+(a `corrected` record) for `definitions.correction_window_days` after the breach, after which
+the instance is dropped from state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from datetime import date, datetime, time, timedelta
+
+from streams.core.definitions import Definitions, SlaPolicy
+from streams.core.records import SlaEvent, SlaRecord, SlaStatus, record_id
+
+WEEKLY_TARGET_POLICY = "mql_weekly_target"
+_MAX_WEEKS_CLOSED_AT_ONCE = 520
+
+
+@dataclass(frozen=True, slots=True)
+class SlaInstance:
+    """One running promise for one lead."""
+
+    instance_id: str
+    policy: str
+    lead_id: str
+    episode: int
+    stage: str
+    started_at: datetime
+    due_at: datetime
+    warn_at: datetime | None
+    breach_at: datetime
+    escalate_at: datetime | None
+    status: SlaStatus
+    owner_id: str | None
+    team_id: str | None
+    warned_at: datetime | None = None
+    met_at: datetime | None = None
+    breached_at: datetime | None = None
+    escalated_at: datetime | None = None
+    corrected_at: datetime | None = None
+    escalate_to: str | None = None
+    business_seconds: int | None = None
+
+
+def _policies(defs: Definitions) -> Mapping[str, SlaPolicy]:
+    return {p.name: p for p in defs.sla_policies}
+
+
+def _record(inst: SlaInstance, event: SlaEvent, at: datetime, defs: Definitions) -> SlaRecord:
+    return SlaRecord(
+        record_id=record_id(inst.instance_id, event, at.isoformat()),
+        instance_id=inst.instance_id,
+        lead_id=inst.lead_id,
+        policy=inst.policy,
+        event=event,
+        status=inst.status,
+        started_at=inst.started_at,
+        due_at=inst.due_at,
+        warn_at=inst.warn_at,
+        breach_at=inst.breach_at,
+        met_at=inst.met_at,
+        breached_at=inst.breached_at,
+        warned_at=inst.warned_at,
+        escalated_at=inst.escalated_at,
+        corrected_at=inst.corrected_at,
+        owner_id=inst.owner_id,
+        team_id=inst.team_id,
+        escalate_to=inst.escalate_to,
+        business_seconds=inst.business_seconds,
+        target=None,
+        actual=None,
+        at=at,
+        definitions_version=defs.version,
+    )
+
+
+def start_for_stage(
+    lead_id: str,
+    episode: int,
+    stage: str,
+    at: datetime,
+    owner_id: str | None,
+    team_id: str | None,
+    cause_event_id: str,
+    defs: Definitions,
+) -> tuple[tuple[SlaInstance, ...], tuple[SlaRecord, ...]]:
+    """Instances of every policy that starts when a lead enters `stage` at `at`."""
+    instances = []
+    records = []
+    team = defs.team_of(owner_id, team_id)
+    calendar = team.calendar
+    for policy in defs.sla_policies:
+        if policy.starts_at != stage:
+            continue
+        due_at = calendar.add(at, policy.business_seconds)
+        warn_at = (
+            calendar.add(at, int(policy.business_seconds * policy.warn_fraction))
+            if policy.warn_fraction
+            else None
+        )
+        breach_at = due_at + timedelta(seconds=policy.grace_seconds)
+        escalate_at = (
+            calendar.add(breach_at, policy.escalate_after_business_seconds)
+            if policy.escalate_after_business_seconds
+            else None
+        )
+        inst = SlaInstance(
+            instance_id=record_id(lead_id, policy.name, episode, cause_event_id),
+            policy=policy.name,
+            lead_id=lead_id,
+            episode=episode,
+            stage=stage,
+            started_at=at,
+            due_at=due_at,
+            warn_at=warn_at,
+            breach_at=breach_at,
+            escalate_at=escalate_at,
+            status=SlaStatus.OPEN,
+            owner_id=owner_id,
+            team_id=team.id,
+        )
+        instances.append(inst)
+        records.append(_record(inst, SlaEvent.STARTED, at, defs))
+    return tuple(instances), tuple(records)
+
+
+def _qualifies(policy: SlaPolicy, event_type: str, activity_type: str | None) -> bool:
+    if event_type not in policy.met_by:
+        return False
+    return not (
+        event_type == "activity"
+        and policy.activity_types is not None
+        and activity_type not in policy.activity_types
+    )
+
+
+def on_event(
+    instances: tuple[SlaInstance, ...],
+    event_type: str,
+    activity_type: str | None,
+    occurred_at: datetime,
+    event_id: str,
+    stage_after: str,
+    defs: Definitions,
+    now: datetime | None = None,
+) -> tuple[tuple[SlaInstance, ...], tuple[SlaRecord, ...]]:
+    """Meet, breach (late response), cancel (left the stage another way) or correct instances.
+
+    `now` is the lead's clock (latest event time seen); it stamps corrections.
+    """
+    if not instances:
+        return instances, ()
+    policies = _policies(defs)
+    kept: list[SlaInstance] = []
+    records: list[SlaRecord] = []
+    for inst in instances:
+        policy = policies.get(inst.policy)
+        qualifies = (
+            policy is not None
+            and _qualifies(policy, event_type, activity_type)
+            and occurred_at >= inst.started_at
+        )
+        calendar = defs.team_of(inst.owner_id, inst.team_id).calendar
+        if inst.status is SlaStatus.OPEN and qualifies:
+            seconds = calendar.business_seconds(inst.started_at, occurred_at)
+            if occurred_at <= inst.due_at:
+                done = replace(inst, status=SlaStatus.MET, met_at=occurred_at, business_seconds=seconds)
+                records.append(_record(done, SlaEvent.MET, occurred_at, defs))
+                continue
+            late = replace(
+                inst,
+                status=SlaStatus.BREACHED,
+                breached_at=inst.due_at,
+                met_at=occurred_at,
+                business_seconds=seconds,
+            )
+            records.append(_record(late, SlaEvent.BREACHED, occurred_at, defs))
+            kept.append(late)
+        elif inst.status is SlaStatus.OPEN and stage_after != inst.stage:
+            gone = replace(inst, status=SlaStatus.CANCELLED)
+            records.append(_record(gone, SlaEvent.CANCELLED, occurred_at, defs))
+        elif (
+            inst.status is SlaStatus.BREACHED
+            and qualifies
+            and occurred_at <= inst.due_at
+            and (inst.met_at is None or occurred_at < inst.met_at)
+        ):
+            stamp = max(now or occurred_at, inst.breach_at)
+            fixed = replace(
+                inst,
+                status=SlaStatus.MET,
+                met_at=occurred_at,
+                corrected_at=stamp,
+                business_seconds=calendar.business_seconds(inst.started_at, occurred_at),
+            )
+            records.append(_record(fixed, SlaEvent.CORRECTED, stamp, defs))
+        elif inst.status is SlaStatus.BREACHED and qualifies and inst.met_at is None:
+            kept.append(
+                replace(
+                    inst,
+                    met_at=occurred_at,
+                    business_seconds=calendar.business_seconds(inst.started_at, occurred_at),
+                )
+            )
+        else:
+            kept.append(inst)
+    return tuple(kept), tuple(records)
+
+
+def reassign(
+    instances: tuple[SlaInstance, ...], owner_id: str | None, team_id: str | None
+) -> tuple[SlaInstance, ...]:
+    """Open instances follow the lead's new owner (deadlines keep their original calendar)."""
+    return tuple(
+        replace(i, owner_id=owner_id, team_id=team_id or i.team_id)
+        if i.status is SlaStatus.OPEN
+        else i
+        for i in instances
+    )
+
+
+def on_tick(
+    instances: tuple[SlaInstance, ...], now: datetime, defs: Definitions
+) -> tuple[tuple[SlaInstance, ...], tuple[SlaRecord, ...]]:
+    """Fire every warning, breach and escalation scheduled at or before `now` (each once,
+    stamped with its scheduled time) and drop breaches past the correction window."""
+    kept: list[SlaInstance] = []
+    records: list[SlaRecord] = []
+    window = timedelta(days=defs.correction_window_days)
+    for inst in instances:
+        if inst.status is SlaStatus.OPEN and inst.warn_at and not inst.warned_at and inst.warn_at <= now:
+            inst = replace(inst, warned_at=inst.warn_at)
+            records.append(_record(inst, SlaEvent.WARNED, inst.warn_at, defs))
+        if inst.status is SlaStatus.OPEN and inst.breach_at <= now:
+            inst = replace(inst, status=SlaStatus.BREACHED, breached_at=inst.due_at)
+            records.append(_record(inst, SlaEvent.BREACHED, inst.breach_at, defs))
+        if (
+            inst.status is SlaStatus.BREACHED
+            and inst.escalate_at is not None
+            and inst.escalated_at is None
+            and inst.met_at is None
+            and inst.escalate_at <= now
+        ):
+            manager = defs.manager_of(inst.owner_id) or defs.teams[inst.team_id or defs.default_team_id].manager_id
+            inst = replace(
+                inst, escalated_at=inst.escalate_at, escalate_to=defs.manager_of(manager) or manager
+            )
+            records.append(_record(inst, SlaEvent.ESCALATED, inst.escalate_at, defs))
+        if inst.status is SlaStatus.BREACHED and inst.breach_at + window <= now:
+            continue
+        kept.append(inst)
+    return tuple(kept), tuple(records)
+
+
+def next_deadline(instances: tuple[SlaInstance, ...], defs: Definitions) -> datetime | None:
+    """The earliest time at which `on_tick` would change something."""
+    times = []
+    window = timedelta(days=defs.correction_window_days)
+    for inst in instances:
+        if inst.status is SlaStatus.OPEN:
+            if inst.warn_at and not inst.warned_at:
+                times.append(inst.warn_at)
+            times.append(inst.breach_at)
+        elif inst.status is SlaStatus.BREACHED:
+            if inst.escalate_at and inst.escalated_at is None and inst.met_at is None:
+                times.append(inst.escalate_at)
+            times.append(inst.breach_at + window)
+    return min(times) if times else None
+
+
+# --- marketing's side: weekly MQL volume per team against its target --------------------
+
+
+@dataclass(frozen=True, slots=True)
+class WeeklyMqlTally:
+    """MQL counts per (team, ISO week start in the team's time zone) not yet closed."""
+
+    counts: Mapping[tuple[str, date], int]
+
+
+EMPTY_TALLY = WeeklyMqlTally({})
+
+
+def _week_start(at: datetime, team_id: str, defs: Definitions) -> date:
+    local = at.astimezone(defs.teams[team_id].calendar.tz)
+    return local.date() - timedelta(days=local.weekday())
+
+
+def _week_bounds(team_id: str, week: date, defs: Definitions) -> tuple[datetime, datetime]:
+    tz = defs.teams[team_id].calendar.tz
+    start = datetime.combine(week, time(0), tz)
+    end = datetime.combine(week + timedelta(days=7), time(0), tz)
+    return start, end
+
+
+def count_mql(tally: WeeklyMqlTally, team_id: str, at: datetime, defs: Definitions) -> WeeklyMqlTally:
+    """Count one MQL for the team's week containing `at`."""
+    key = (team_id, _week_start(at, team_id, defs))
+    counts = dict(tally.counts)
+    counts[key] = counts.get(key, 0) + 1
+    return WeeklyMqlTally(counts)
+
+
+def close_weeks(
+    tally: WeeklyMqlTally, now: datetime, defs: Definitions
+) -> tuple[WeeklyMqlTally, tuple[SlaRecord, ...]]:
+    """Emit a met/breached record for every counted week that ended at or before `now`."""
+    records = []
+    counts = dict(tally.counts)
+    for (team_id, week), actual in sorted(tally.counts.items()):
+        started_at, due_at = _week_bounds(team_id, week, defs)
+        if due_at > now:
+            continue
+        del counts[(team_id, week)]
+        target = defs.teams[team_id].weekly_mql_target
+        status = SlaStatus.MET if actual >= target else SlaStatus.BREACHED
+        instance_id = record_id(WEEKLY_TARGET_POLICY, team_id, week.isoformat())
+        records.append(
+            SlaRecord(
+                record_id=record_id(instance_id, status),
+                instance_id=instance_id,
+                lead_id=None,
+                policy=WEEKLY_TARGET_POLICY,
+                event=SlaEvent.MET if status is SlaStatus.MET else SlaEvent.BREACHED,
+                status=status,
+                started_at=started_at,
+                due_at=due_at,
+                warn_at=None,
+                breach_at=due_at,
+                met_at=due_at if status is SlaStatus.MET else None,
+                breached_at=due_at if status is SlaStatus.BREACHED else None,
+                warned_at=None,
+                escalated_at=None,
+                corrected_at=None,
+                owner_id=defs.teams[team_id].manager_id,
+                team_id=team_id,
+                escalate_to=None,
+                business_seconds=None,
+                target=target,
+                actual=actual,
+                at=due_at,
+                definitions_version=defs.version,
+            )
+        )
+    return WeeklyMqlTally(counts), tuple(records)
+
+
+def next_week_close(tally: WeeklyMqlTally, defs: Definitions) -> datetime | None:
+    """When the earliest counted week ends."""
+    ends = [_week_bounds(team, week, defs)[1] for team, week in tally.counts]
+    return min(ends) if ends else None
