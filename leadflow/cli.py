@@ -34,6 +34,7 @@ def _register_commands() -> None:
     # Each module adds its commands to `app`; one import line per module.
     from leadflow.commands import (  # noqa: F401
         stack,
+        generate,
         replay,
         topics,
     )

@@ -71,6 +71,7 @@ class Replayer:
         self._heap: list[tuple[datetime, str]] = []
         self._scheduled: dict[str, datetime] = {}
         self._tally = sla.EMPTY_TALLY
+        self._week_end: datetime | None = None
 
     # input ------------------------------------------------------------------------------------
 
@@ -136,9 +137,9 @@ class Replayer:
                 self.leads[lead_id] = step.state
                 self._schedule(step.state)
             self._record(step.outputs)
-        week_end = sla.next_week_close(self._tally, self.defs)
-        if week_end is not None and week_end <= now:
+        if self._week_end is not None and self._week_end <= now:
             self._tally, records = sla.close_weeks(self._tally, now, self.defs)
+            self._week_end = sla.next_week_close(self._tally, self.defs)
             self._record(records)
 
     # output -----------------------------------------------------------------------------------
@@ -159,6 +160,7 @@ class Replayer:
                 self.stats.transitions += 1
                 if out.to_stage == "mql" and out.team_id in self.defs.teams:
                     self._tally = sla.count_mql(self._tally, out.team_id, out.at, self.defs)
+                    self._week_end = sla.next_week_close(self._tally, self.defs)
             elif isinstance(out, SlaRecord):
                 self.stats.sla_records += 1
                 if out.event is SlaEvent.BREACHED:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from collections.abc import Mapping
 from types import MappingProxyType
 
 from streams.core import sla
@@ -20,7 +21,7 @@ from streams.core.identity import Absorb, Forget, Identify, Message, Stitch
 from streams.core.lifecycle import Signal, Stage, evolve
 from streams.core.records import LeadStateSnapshot, Record, Transition, record_id
 from streams.core.scoring import engagement_points, fit_points, is_mql
-from streams.core.state import LeadState, Touch
+from streams.core.state import LeadDraft, LeadState, Touch
 
 _SALES_SIGNALS = {
     EventType.LEAD_ACCEPTED: Signal.ACCEPTED,
@@ -72,16 +73,17 @@ def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
         state = LeadState(lead_id)
     if event.event_id in state.seen:
         return Step(state, ignored="duplicate")
-    state = replace(state, seen=state.seen | {event.event_id})
+    draft = LeadDraft(state)
+    draft.seen = state.seen | {event.event_id}
     if state.merged_into is not None:
-        return Step(state, forwards=(replace(event, lead_id=state.merged_into),), ignored="merged")
+        forward = replace(event, lead_id=state.merged_into)
+        return Step(draft.freeze(), forwards=(forward,), ignored="merged")
     if state.erased:
-        return Step(state, ignored="erased")
-    clock = event.occurred_at if state.clock is None else max(state.clock, event.occurred_at)
-    state = replace(state, clock=clock)
+        return Step(draft.freeze(), ignored="erased")
+    draft.clock = event.occurred_at if state.clock is None else max(state.clock, event.occurred_at)
     changes = _Changes()
-    state = _apply_event(state, event, defs, changes)
-    return Step(state, tuple(changes.outputs), tuple(changes.forwards), changes.ignored)
+    _apply_event(draft, event, defs, changes)
+    return Step(draft.freeze(), tuple(changes.outputs), tuple(changes.forwards), changes.ignored)
 
 
 def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
@@ -99,314 +101,303 @@ def next_deadline(state: LeadState, defs: Definitions) -> datetime | None:
     return sla.next_deadline(state.sla, defs) if state.sla else None
 
 
-# --- event handling -------------------------------------------------------------------------
+# --- event handling (on a mutable draft; frozen once per call) -----------------------------
 
 
-def _apply_event(state: LeadState, event: Event, defs: Definitions, ch: _Changes) -> LeadState:
+def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
     kind = event.event_type
     at = event.occurred_at
     signal: Signal | None = None
     touch_type: str | None = None
+    attributes_changed = False
     if kind is EventType.TOUCH:
-        touch = Touch(
-            event.event_id, at, event.touch_type or "", event.channel or "other", event.campaign_id,
-            state.next_seq,
-        )
-        state = replace(state, touches=(*state.touches, touch), next_seq=state.next_seq + 1)
+        d.touches = (*d.touches, _touch(event, d.next_seq))
+        d.next_seq += 1
         if event.anonymous_id:
-            state = replace(state, anonymous_ids=state.anonymous_ids | {event.anonymous_id})
+            d.anonymous_ids = d.anonymous_ids | {event.anonymous_id}
         touch_type = event.touch_type
     elif kind is EventType.LEAD_CREATED:
-        state = replace(
-            state,
-            owner_id=event.owner_id or state.owner_id,
-            team_id=event.team_id or state.team_id,
-            attributes=_merged(state, event),
-            source=event.source,
-            created_at=state.created_at or at,
-        )
+        d.owner_id = event.owner_id or d.owner_id
+        d.team_id = event.team_id or d.team_id
+        d.attributes = _merged(d.attributes, event.attributes)
+        d.source = event.source
+        d.created_at = d.created_at or at
+        attributes_changed = True
         signal = Signal.KNOWN
     elif kind is EventType.LEAD_UPDATED:
-        state = replace(state, attributes=_merged(state, event))
+        d.attributes = _merged(d.attributes, event.attributes)
+        attributes_changed = True
     elif kind is EventType.OWNER_ASSIGNED:
-        team_id = event.team_id or defs.team_of(event.owner_id, None).id
-        state = replace(
-            state,
-            owner_id=event.owner_id,
-            team_id=team_id,
-            sla=sla.reassign(state.sla, event.owner_id, team_id),
-        )
+        d.team_id = event.team_id or defs.team_of(event.owner_id, None).id
+        d.owner_id = event.owner_id
+        d.sla = sla.reassign(d.sla, d.owner_id, d.team_id)
     elif kind is EventType.LEAD_IDENTIFIED:
         assert event.anonymous_id is not None
-        state = replace(
-            state,
-            anonymous_ids=state.anonymous_ids | {event.anonymous_id},
-            created_at=state.created_at or at,
-            source=state.source or event.source,
-        )
-        ch.forwards.append(Identify(event.anonymous_id, state.lead_id, event.event_id, at))
+        d.anonymous_ids = d.anonymous_ids | {event.anonymous_id}
+        d.created_at = d.created_at or at
+        d.source = d.source or event.source
+        ch.forwards.append(Identify(event.anonymous_id, d.lead_id, event.event_id, at))
         signal = Signal.KNOWN
     elif kind is EventType.LEAD_MERGED:
-        return _merge_away(state, event, defs, ch)
+        _merge_away(d, event, defs, ch)
+        return
     elif kind is EventType.LEAD_ERASED:
-        return _erase(state, event, defs, ch)
+        _erase(d, event, defs, ch)
+        return
     elif kind is EventType.LEAD_REJECTED:
-        recycle = event.reason in defs.recycle_reasons
-        signal = Signal.RECYCLE if recycle else Signal.DISQUALIFY
+        signal = Signal.RECYCLE if event.reason in defs.recycle_reasons else Signal.DISQUALIFY
     elif kind in _SALES_SIGNALS:
         signal = _SALES_SIGNALS[kind]
         if kind is EventType.OPPORTUNITY_CREATED:
-            state = replace(state, opportunity_id=event.opportunity_id, opportunity_at=at)
-    stage_before = state.stage
-    state = _rescore(state, at, defs)
+            d.opportunity_id = event.opportunity_id
+            d.opportunity_at = at
+    stage_before = d.stage
+    _rescore(d, at, defs, attributes_changed)
     if signal is not None:
-        state = _move(state, signal, event.event_id, at, event.reason, defs, ch)
-    state = _check_mql(state, touch_type, event.event_id, at, defs, ch)
-    instances, records = sla.on_event(
-        state.sla, kind, event.activity_type, at, event.event_id, state.stage or "", defs, state.clock
-    )
-    ch.outputs.extend(records)
-    state = replace(state, sla=instances)
-    if state.stage is not None and state.stage != stage_before:
-        state = _start_slas(state, event.event_id, at, defs, ch)
+        _move(d, signal, event.event_id, at, event.reason, defs, ch)
+    _check_mql(d, touch_type, event.event_id, at, defs, ch)
+    if d.sla:
+        instances, records = sla.on_event(
+            d.sla, kind, event.activity_type, at, event.event_id, d.stage or "", defs, d.clock
+        )
+        ch.outputs.extend(records)
+        d.sla = instances
+    if d.stage is not None and d.stage != stage_before:
+        _start_slas(d, event.event_id, at, defs, ch)
     if kind in (EventType.OPPORTUNITY_CREATED, EventType.DEAL_WON) and event.amount_minor is not None:
-        ch.outputs.extend(_attribute(state, event, defs))
-    return _snapshot(state, at, defs, ch)
+        ch.outputs.extend(_attribute(d, event, defs))
+    _snapshot(d, at, defs, ch)
 
 
-def _merged(state: LeadState, event: Event) -> MappingProxyType[str, str | int | float]:
-    merged = dict(state.attributes)
-    merged.update(event.attributes or {})
+def _touch(event: Event, seq: int) -> Touch:
+    return Touch(
+        event.event_id,
+        event.occurred_at,
+        event.touch_type or "",
+        event.channel or "other",
+        event.campaign_id,
+        seq,
+    )
+
+
+def _merged(
+    current: Mapping[str, str | int | float], update: Mapping[str, str | int | float] | None
+) -> Mapping[str, str | int | float]:
+    merged = dict(current)
+    merged.update(update or {})
     return MappingProxyType(merged)
 
 
-def _rescore(state: LeadState, at: datetime, defs: Definitions) -> LeadState:
+def _rescore(d: LeadDraft, at: datetime, defs: Definitions, attributes_changed: bool) -> None:
     rules = defs.scoring
-    fit = fit_points(state.attributes, rules)
-    engagement = engagement_points([(t.touch_type, t.occurred_at) for t in state.touches], at, rules)
-    if fit == state.fit_score and engagement == state.engagement_score:
-        return state
-    return replace(state, fit_score=fit, engagement_score=engagement)
+    if attributes_changed:
+        d.fit_score = fit_points(d.attributes, rules)
+    d.engagement_score = engagement_points(
+        [(t.touch_type, t.occurred_at) for t in d.touches], at, rules
+    ) if d.touches else 0
 
 
 def _move(
-    state: LeadState,
+    d: LeadDraft,
     signal: Signal,
     event_id: str,
     at: datetime,
     reason: str | None,
     defs: Definitions,
     ch: _Changes,
-) -> LeadState:
+) -> None:
     try:
-        move = evolve(state.stage, signal)
+        move = evolve(d.stage, signal)
     except IllegalTransition as exc:
         ch.ignored = f"illegal transition: {exc}"
-        return state
+        return
     if move is None:
-        return state
-    episode = max(state.episode, 1) + (1 if move.new_episode else 0)
+        return
+    episode = max(d.episode, 1) + (1 if move.new_episode else 0)
+    off_funnel = move.to_stage in (Stage.RECYCLED, Stage.DISQUALIFIED, Stage.CLOSED_LOST)
     ch.outputs.append(
         Transition(
-            record_id=record_id(state.lead_id, event_id, move.to_stage),
-            lead_id=state.lead_id,
-            from_stage=state.stage,
+            record_id=record_id(d.lead_id, event_id, move.to_stage),
+            lead_id=d.lead_id,
+            from_stage=d.stage,
             to_stage=move.to_stage,
             at=at,
             event_id=event_id,
             skipped_stages=tuple(str(s) for s in move.skipped),
             episode=episode,
-            reason=reason if move.to_stage in (Stage.RECYCLED, Stage.DISQUALIFIED, Stage.CLOSED_LOST) else None,
-            owner_id=state.owner_id,
-            team_id=defs.team_of(state.owner_id, state.team_id).id,
+            reason=reason if off_funnel else None,
+            owner_id=d.owner_id,
+            team_id=defs.team_of(d.owner_id, d.team_id).id,
             definitions_version=defs.version,
         )
     )
-    return replace(
-        state,
-        stage=move.to_stage,
-        episode=episode,
-        stage_entered_at=at,
-        inquiry_at=state.inquiry_at or (at if move.to_stage is Stage.INQUIRY else None),
-        mql_at=at if move.to_stage is Stage.MQL else state.mql_at,
-    )
+    d.stage = move.to_stage
+    d.episode = episode
+    d.stage_entered_at = at
+    if move.to_stage is Stage.INQUIRY and d.inquiry_at is None:
+        d.inquiry_at = at
+    if move.to_stage is Stage.MQL:
+        d.mql_at = at
 
 
 def _check_mql(
-    state: LeadState, touch_type: str | None, event_id: str, at: datetime, defs: Definitions, ch: _Changes
-) -> LeadState:
-    if state.stage not in _MQL_ELIGIBLE:
-        return state
-    if not is_mql(state.score, touch_type, defs.scoring):
-        return state
-    return _move(state, Signal.MQL, event_id, at, None, defs, ch)
+    d: LeadDraft, touch_type: str | None, event_id: str, at: datetime, defs: Definitions, ch: _Changes
+) -> None:
+    if d.stage in _MQL_ELIGIBLE and is_mql(d.score, touch_type, defs.scoring):
+        _move(d, Signal.MQL, event_id, at, None, defs, ch)
 
 
-def _start_slas(state: LeadState, event_id: str, at: datetime, defs: Definitions, ch: _Changes) -> LeadState:
-    assert state.stage is not None
+def _start_slas(d: LeadDraft, event_id: str, at: datetime, defs: Definitions, ch: _Changes) -> None:
+    assert d.stage is not None
     started, records = sla.start_for_stage(
-        state.lead_id, state.episode, state.stage, at, state.owner_id, state.team_id, event_id, defs
+        d.lead_id, d.episode, d.stage, at, d.owner_id, d.team_id, event_id, defs
     )
-    if not started:
-        return state
-    ch.outputs.extend(records)
-    return replace(state, sla=(*state.sla, *started))
+    if started:
+        ch.outputs.extend(records)
+        d.sla = (*d.sla, *started)
 
 
-def _attribute(state: LeadState, event: Event, defs: Definitions) -> tuple[Record, ...]:
+def _attribute(d: LeadDraft, event: Event, defs: Definitions) -> tuple[Record, ...]:
     assert event.amount_minor is not None and event.currency is not None
-    kind = str(event.event_type)
-    same_opportunity = state.opportunity_id == event.opportunity_id
+    same_opportunity = d.opportunity_id == event.opportunity_id
     trigger = Trigger(
-        lead_id=state.lead_id,
+        lead_id=d.lead_id,
         opportunity_id=event.opportunity_id or "",
-        kind=kind,
+        kind=str(event.event_type),
         at=event.occurred_at,
         amount_minor=event.amount_minor,
         currency=event.currency,
-        inquiry_at=state.inquiry_at,
-        opportunity_at=state.opportunity_at if same_opportunity else None,
+        inquiry_at=d.inquiry_at,
+        opportunity_at=d.opportunity_at if same_opportunity else None,
         won_at=event.occurred_at if event.event_type is EventType.DEAL_WON else None,
     )
-    touches = [TouchPoint(t.event_id, t.occurred_at, t.channel, t.campaign_id, t.seq) for t in state.touches]
+    touches = [
+        TouchPoint(t.event_id, t.occurred_at, t.channel, t.campaign_id, t.seq) for t in d.touches
+    ]
     return attribute(touches, trigger, defs.attribution, defs.version)
 
 
-def _snapshot(state: LeadState, at: datetime, defs: Definitions, ch: _Changes, force: bool = False) -> LeadState:
-    if state.stage is None and not force:
-        return state
-    state = replace(state, version=state.version + 1)
-    first = min(state.touches, key=lambda t: (t.occurred_at, t.seq)) if state.touches else None
+def _snapshot(d: LeadDraft, at: datetime, defs: Definitions, ch: _Changes, force: bool = False) -> None:
+    if d.stage is None and not force:
+        return
+    d.version += 1
+    first = min(d.touches, key=lambda t: (t.occurred_at, t.seq)) if d.touches else None
     ch.outputs.append(
         LeadStateSnapshot(
-            record_id=record_id(state.lead_id, "state", state.version),
-            lead_id=state.lead_id,
-            stage=str(state.stage) if state.stage is not None else "unknown",
-            episode=state.episode,
-            score=state.score,
-            fit_score=state.fit_score,
-            engagement_score=state.engagement_score,
-            owner_id=state.owner_id,
-            team_id=defs.team_of(state.owner_id, state.team_id).id,
-            source=state.source,
+            record_id=record_id(d.lead_id, "state", d.version),
+            lead_id=d.lead_id,
+            stage=str(d.stage) if d.stage is not None else "unknown",
+            episode=d.episode,
+            score=d.score,
+            fit_score=d.fit_score,
+            engagement_score=d.engagement_score,
+            owner_id=d.owner_id,
+            team_id=defs.team_of(d.owner_id, d.team_id).id,
+            source=d.source,
             first_channel=first.channel if first else None,
             first_campaign_id=first.campaign_id if first else None,
-            created_at=state.created_at,
-            stage_entered_at=state.stage_entered_at or at,
-            updated_at=state.clock or at,
-            erased=state.erased,
-            merged_into=state.merged_into,
-            version=state.version,
+            created_at=d.created_at,
+            stage_entered_at=d.stage_entered_at or at,
+            updated_at=d.clock or at,
+            erased=d.erased,
+            merged_into=d.merged_into,
+            version=d.version,
             definitions_version=defs.version,
         )
     )
-    return state
 
 
 # --- identity steps -------------------------------------------------------------------------
 
 
-def _stitch(state: LeadState | None, message: Stitch, defs: Definitions) -> Step:
-    key = f"stitch:{message.anonymous_id}:{message.event_id}"
-    if state is None:
-        state = LeadState(message.lead_id)
+def _begin(state: LeadState | None, lead_id: str, key: str) -> tuple[LeadDraft, Step | None]:
+    """A draft for an identity message, or the Step to return at once (duplicate/erased)."""
+    state = state or LeadState(lead_id)
     if key in state.seen:
-        return Step(state, ignored="duplicate")
-    if state.merged_into is not None:
+        return LeadDraft(state), Step(state, ignored="duplicate")
+    d = LeadDraft(state)
+    d.seen = d.seen | {key}
+    if d.erased:
+        return d, Step(d.freeze(), ignored="erased")
+    return d, None
+
+
+def _stitch(state: LeadState | None, message: Stitch, defs: Definitions) -> Step:
+    if state is not None and state.merged_into is not None:
         return Step(state, forwards=(replace(message, lead_id=state.merged_into),), ignored="merged")
-    state = replace(state, seen=state.seen | {key})
-    if state.erased:
-        return Step(state, ignored="erased")
+    d, done = _begin(state, message.lead_id, f"stitch:{message.anonymous_id}:{message.event_id}")
+    if done is not None:
+        return done
     ch = _Changes()
-    state = _adopt_touches(state, message.touches)
-    at = message.occurred_at
-    state = _rescore(state, at, defs)
-    state = _check_mql(state, None, message.event_id, at, defs, ch)
-    state = _start_if_entered(state, ch, message.event_id, at, defs)
-    state = _snapshot(state, at, defs, ch)
-    return Step(state, tuple(ch.outputs))
+    _adopt_touches(d, message.touches)
+    _settle(d, message.event_id, message.occurred_at, defs, ch, attributes_changed=False)
+    return Step(d.freeze(), tuple(ch.outputs))
 
 
-def _adopt_touches(state: LeadState, touches: tuple[Touch, ...]) -> LeadState:
-    known = {t.event_id for t in state.touches}
-    seq = state.next_seq
+def _settle(
+    d: LeadDraft, event_id: str, at: datetime, defs: Definitions, ch: _Changes, attributes_changed: bool
+) -> None:
+    """After touches or attributes arrived from another key: rescore, maybe MQL, snapshot."""
+    stage_before = d.stage
+    _rescore(d, at, defs, attributes_changed)
+    _check_mql(d, None, event_id, at, defs, ch)
+    if d.stage is not None and d.stage != stage_before:
+        _start_slas(d, event_id, at, defs, ch)
+    _snapshot(d, at, defs, ch)
+
+
+def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...]) -> None:
+    known = {t.event_id for t in d.touches}
     adopted = []
     for touch in sorted(touches, key=lambda t: (t.occurred_at, t.seq)):
-        if touch.event_id in known:
-            continue
-        adopted.append(replace(touch, seq=seq))
-        seq += 1
-    return replace(
-        state,
-        touches=(*state.touches, *adopted),
-        next_seq=seq,
-        seen=state.seen | {t.event_id for t in adopted},
-    )
+        if touch.event_id not in known:
+            adopted.append(replace(touch, seq=d.next_seq))
+            d.next_seq += 1
+    d.touches = (*d.touches, *adopted)
+    d.seen = d.seen | {t.event_id for t in adopted}
 
 
-def _start_if_entered(state: LeadState, ch: _Changes, event_id: str, at: datetime, defs: Definitions) -> LeadState:
-    moved = [o for o in ch.outputs if isinstance(o, Transition)]
-    if moved and state.stage is not None:
-        return _start_slas(state, event_id, at, defs, ch)
-    return state
-
-
-def _merge_away(state: LeadState, event: Event, defs: Definitions, ch: _Changes) -> LeadState:
+def _merge_away(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
     survivor = event.survivor_id
     assert survivor is not None
-    if survivor == state.lead_id:
+    if survivor == d.lead_id:
         ch.ignored = "merge into itself"
-        return state
-    instances, records = sla.on_event(
-        state.sla, str(event.event_type), None, event.occurred_at, event.event_id, "merged", defs
+        return
+    _, records = sla.on_event(
+        d.sla, str(event.event_type), None, event.occurred_at, event.event_id, "merged", defs
     )
     ch.outputs.extend(records)
-    ch.forwards.append(Absorb(survivor, state, event.event_id, event.occurred_at))
-    state = replace(state, merged_into=survivor, sla=())
-    return _snapshot(state, event.occurred_at, defs, ch, force=True)
+    ch.forwards.append(Absorb(survivor, d.freeze(), event.event_id, event.occurred_at))
+    d.merged_into = survivor
+    d.sla = ()
+    _snapshot(d, event.occurred_at, defs, ch, force=True)
 
 
 def _absorb(state: LeadState | None, message: Absorb, defs: Definitions) -> Step:
-    key = f"absorb:{message.duplicate.lead_id}:{message.event_id}"
-    if state is None:
-        state = LeadState(message.survivor_id)
-    if key in state.seen:
-        return Step(state, ignored="duplicate")
-    state = replace(state, seen=state.seen | {key})
-    if state.erased:
-        return Step(state, ignored="erased")
     dup = message.duplicate
+    d, done = _begin(state, message.survivor_id, f"absorb:{dup.lead_id}:{message.event_id}")
+    if done is not None:
+        return done
     ch = _Changes()
     at = message.occurred_at
-    attributes = dict(dup.attributes)
-    attributes.update(state.attributes)
-    state = replace(
-        state,
-        attributes=MappingProxyType(attributes),
-        anonymous_ids=state.anonymous_ids | dup.anonymous_ids,
-        owner_id=state.owner_id or dup.owner_id,
-        team_id=state.team_id or dup.team_id,
-        source=state.source or dup.source,
-        created_at=min(filter(None, (state.created_at, dup.created_at)), default=None),
-        seen=state.seen | dup.seen,
-    )
-    state = _adopt_touches(state, dup.touches)
-    if state.stage is None and dup.stage is not None:
-        state = _move(state, Signal.KNOWN, message.event_id, at, None, defs, ch)
-    state = _rescore(state, at, defs)
-    state = _check_mql(state, None, message.event_id, at, defs, ch)
-    state = _start_if_entered(state, ch, message.event_id, at, defs)
-    state = _snapshot(state, at, defs, ch)
-    return Step(state, tuple(ch.outputs))
+    d.attributes = _merged(dup.attributes, d.attributes)
+    d.anonymous_ids = d.anonymous_ids | dup.anonymous_ids
+    d.owner_id = d.owner_id or dup.owner_id
+    d.team_id = d.team_id or dup.team_id
+    d.source = d.source or dup.source
+    d.created_at = min(filter(None, (d.created_at, dup.created_at)), default=None)
+    d.seen = d.seen | dup.seen
+    _adopt_touches(d, dup.touches)
+    if d.stage is None and dup.stage is not None:
+        _move(d, Signal.KNOWN, message.event_id, at, None, defs, ch)
+    _settle(d, message.event_id, at, defs, ch, attributes_changed=True)
+    return Step(d.freeze(), tuple(ch.outputs))
 
 
-def _erase(state: LeadState, event: Event, defs: Definitions, ch: _Changes) -> LeadState:
-    for anonymous_id in sorted(state.anonymous_ids):
+def _erase(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
+    for anonymous_id in sorted(d.anonymous_ids):
         ch.forwards.append(Forget(anonymous_id, event.event_id))
-    state = replace(
-        state,
-        attributes=MappingProxyType({}),
-        anonymous_ids=frozenset(),
-        erased=True,
-    )
-    return _snapshot(state, event.occurred_at, defs, ch, force=True)
+    d.attributes = MappingProxyType({})
+    d.anonymous_ids = frozenset()
+    d.erased = True
+    _snapshot(d, event.occurred_at, defs, ch, force=True)

@@ -48,12 +48,24 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
 class _Record:
     __slots__ = ()
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready form (field order as declared)."""
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        names = _FIELD_NAMES.get(type(self))
+        if names is None:
+            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
+        out = {}
+        for name in names:
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str | int | float):
+                value = _jsonable(value)
+            out[name] = value
+        return out
 
 
 @dataclass(frozen=True, slots=True)

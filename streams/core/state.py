@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
 
@@ -69,3 +69,31 @@ class AnonymousState:
     lead_id: str | None = None
     seen: frozenset[str] = field(default_factory=frozenset)
     next_seq: int = 0
+
+
+_LEAD_FIELDS = tuple(f.name for f in fields(LeadState))
+
+
+class LeadDraft:
+    """A mutable working copy of a LeadState, used inside one engine call and frozen at its end.
+
+    One copy in and one out per call is far cheaper than a `dataclasses.replace` per change.
+    """
+
+    __slots__ = _LEAD_FIELDS
+
+    def __init__(self, state: LeadState) -> None:
+        for name in _LEAD_FIELDS:
+            setattr(self, name, getattr(state, name))
+
+    @property
+    def score(self) -> int:
+        """Fit plus engagement points."""
+        return self.fit_score + self.engagement_score  # type: ignore[attr-defined, no-any-return]
+
+    def freeze(self) -> LeadState:
+        """The immutable state with this draft's values."""
+        new = object.__new__(LeadState)
+        for name in _LEAD_FIELDS:
+            object.__setattr__(new, name, getattr(self, name))
+        return new
