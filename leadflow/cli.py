@@ -35,6 +35,7 @@ def _register_commands() -> None:
     from leadflow.commands import (  # noqa: F401
         stack,
         generate,
+        produce,
         replay,
         topics,
     )
