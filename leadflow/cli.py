@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 import typer
-
 from pydantic import ValidationError
 
 from leadflow.settings import Settings
@@ -33,10 +32,11 @@ def build_settings(**overrides: object) -> Settings:
 def _register_commands() -> None:
     # Each module adds its commands to `app`; one import line per module.
     from leadflow.commands import (  # noqa: F401
-        stack,
+        demo,
         generate,
         produce,
         replay,
+        stack,
         topics,
     )
 

@@ -17,7 +17,9 @@ class BrokerUnavailable(LeadflowError):
 def admin_client(bootstrap: str) -> KafkaAdminClient:
     """A connected admin client, or BrokerUnavailable with the address in the message."""
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap, client_id="leadflow-admin", request_timeout_ms=10000)
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap, client_id="leadflow-admin", request_timeout_ms=10000
+        )
     except (KafkaError, OSError) as exc:
         raise BrokerUnavailable(
             f"no Kafka broker answers at {bootstrap} ({exc.__class__.__name__}); "
@@ -25,7 +27,9 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
         ) from None
 
 
-def create_topics(bootstrap: str, partitions: int, names: tuple[str, ...] | None = None) -> tuple[list[str], list[str]]:
+def create_topics(
+    bootstrap: str, partitions: int, names: tuple[str, ...] | None = None
+) -> tuple[list[str], list[str]]:
     """Create the spec'd topics that are missing; returns (created, already existing)."""
     admin = admin_client(bootstrap)
     try:

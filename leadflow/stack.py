@@ -270,7 +270,10 @@ class EmbeddedStack:
         """Start whatever is not running and wait until both answer; returns seconds taken."""
         started = time.monotonic()
         self._check_ports()
-        for component, launch in ((self._kafka, self._start_kafka), (self._clickhouse, self._start_clickhouse)):
+        for component, launch in (
+            (self._kafka, self._start_kafka),
+            (self._clickhouse, self._start_clickhouse),
+        ):
             if self._our_pid(component) is None:
                 launch()
             else:
@@ -287,7 +290,9 @@ class EmbeddedStack:
             if pid is None:
                 self._pidfile(component).unlink(missing_ok=True)
                 continue
-            os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
+            os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(
+                pid, signal.SIGTERM
+            )
             deadline = time.monotonic() + 15
             while _alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.05)
@@ -335,7 +340,9 @@ class EmbeddedStack:
                 continue
             if port_in_use(self.settings.host, port):
                 owner = port_owner(port)
-                who = f"pid {owner[0]} ({owner[1][:80]})" if owner and owner[0] else "another process"
+                who = (
+                    f"pid {owner[0]} ({owner[1][:80]})" if owner and owner[0] else "another process"
+                )
                 raise PortTaken(
                     f"port {port} needed by {component.name} is held by {who}; "
                     f"stop it or choose another port (--{_flag(component, port, self.settings)})"
@@ -400,7 +407,9 @@ class EmbeddedStack:
             "/usr/sbin/clickhouse-server" if Path("/usr/sbin/clickhouse-server").exists() else None
         )
         if binary is None:
-            raise StackError(f"clickhouse-server is not installed; install it with: {CLICKHOUSE_INSTALL}")
+            raise StackError(
+                f"clickhouse-server is not installed; install it with: {CLICKHOUSE_INSTALL}"
+            )
         base = self.state / "clickhouse"
         for sub in ("log", "data", "tmp", "user_files", "format_schemas"):
             (base / sub).mkdir(parents=True, exist_ok=True)
@@ -419,7 +428,9 @@ class EmbeddedStack:
                 grafana_password=_xml_text(grafana_password),
             )
         )
-        self._spawn(self._clickhouse, [binary, f"--config-file={base / 'config.xml'}"], "clickhouse.log")
+        self._spawn(
+            self._clickhouse, [binary, f"--config-file={base / 'config.xml'}"], "clickhouse.log"
+        )
 
     def _wait_ready(self, component: _Component, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s

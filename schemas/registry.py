@@ -64,7 +64,9 @@ class FileRegistry(Registry):
         try:
             return self._ids[subject]
         except KeyError:
-            raise SchemaError(f"subject {subject} is not in {MANIFEST.name}; add it with a new id") from None
+            raise SchemaError(
+                f"subject {subject} is not in {MANIFEST.name}; add it with a new id"
+            ) from None
 
     def schema_for(self, schema_id: int) -> dict[str, Any]:
         name = self._by_id.get(schema_id)
@@ -99,7 +101,11 @@ class ConfluentRegistry(Registry):
             found = self._client.get_by_id(schema_id)
             if found is None:
                 raise SchemaError(f"unknown schema id {schema_id} in the registry")
-            self._schemas[schema_id] = json.loads(found.raw_schema) if isinstance(found.raw_schema, str) else dict(found.raw_schema)
+            self._schemas[schema_id] = (
+                json.loads(found.raw_schema)
+                if isinstance(found.raw_schema, str)
+                else dict(found.raw_schema)
+            )
         return self._schemas[schema_id]
 
 

@@ -45,7 +45,9 @@ RECORD_SCHEMAS: dict[str, str] = {
     "dead_letter": "io.leadflow.outputs.v1.DeadLetter",
 }
 # record family (name without the version) -> current full name
-_CURRENT = {name.rsplit(".", 1)[1]: name for name in (*EVENT_SCHEMAS.values(), *RECORD_SCHEMAS.values())}
+_CURRENT = {
+    name.rsplit(".", 1)[1]: name for name in (*EVENT_SCHEMAS.values(), *RECORD_SCHEMAS.values())
+}
 
 
 class Codec:
@@ -60,7 +62,9 @@ class Codec:
         """Frame and encode `record` with the schema `full_name`."""
         schema_id = self._ids.get(full_name)
         if schema_id is None:
-            schema_id = self._ids[full_name] = self.registry.id_for(full_name, raw_schema(full_name))
+            schema_id = self._ids[full_name] = self.registry.id_for(
+                full_name, raw_schema(full_name)
+            )
         buffer = io.BytesIO()
         buffer.write(_HEADER.pack(MAGIC, schema_id))
         try:
@@ -83,12 +87,27 @@ class Codec:
             current = _CURRENT.get(family)
             if current is None:
                 raise SchemaError(f"schema id {schema_id} ({family}) is not a leadflow record")
-            reader = self._readers[schema_id] = (fastavro.parse_schema(writer_raw), parsed(current), current)
+            reader = self._readers[schema_id] = (
+                fastavro.parse_schema(writer_raw),
+                parsed(current),
+                current,
+            )
         writer_schema, reader_schema, name = reader
         try:
-            record = fastavro.schemaless_reader(io.BytesIO(data[_HEADER.size :]), writer_schema, reader_schema)
-        except (EOFError, StopIteration, ValueError, IndexError, UnicodeDecodeError, SchemaResolutionError) as exc:
-            raise SchemaError(f"undecodable Avro for schema id {schema_id}: {exc.__class__.__name__}") from None
+            record = fastavro.schemaless_reader(
+                io.BytesIO(data[_HEADER.size :]), writer_schema, reader_schema
+            )
+        except (
+            EOFError,
+            StopIteration,
+            ValueError,
+            IndexError,
+            UnicodeDecodeError,
+            SchemaResolutionError,
+        ) as exc:
+            raise SchemaError(
+                f"undecodable Avro for schema id {schema_id}: {exc.__class__.__name__}"
+            ) from None
         assert isinstance(record, dict)
         return name, record
 

@@ -66,13 +66,49 @@ TOUCHES_BY_CHANNEL = {
     "content": ("content_download", "page_view"),
     "direct": ("page_view",),
 }
-INDUSTRIES = ("software", "fintech", "ecommerce", "manufacturing", "healthcare", "education", "retail")
-TITLES = ("Head of Marketing", "Director of Sales", "VP Engineering", "Data Analyst", "Student", "CTO", "Ops Manager")
-COUNTRIES = {"emea": ("DE", "AT", "CH", "NL", "FR", "GB", "PL", "ES"), "amer": ("US", "CA", "BR", "MX")}
+INDUSTRIES = (
+    "software",
+    "fintech",
+    "ecommerce",
+    "manufacturing",
+    "healthcare",
+    "education",
+    "retail",
+)
+TITLES = (
+    "Head of Marketing",
+    "Director of Sales",
+    "VP Engineering",
+    "Data Analyst",
+    "Student",
+    "CTO",
+    "Ops Manager",
+)
+COUNTRIES = {
+    "emea": ("DE", "AT", "CH", "NL", "FR", "GB", "PL", "ES"),
+    "amer": ("US", "CA", "BR", "MX"),
+}
 RECYCLE = ("bad_timing", "no_budget", "no_authority")
-DISQUALIFY = ("not_a_fit", "no_need", "duplicate", "invalid_contact", "competitor", "student", "other")
+DISQUALIFY = (
+    "not_a_fit",
+    "no_need",
+    "duplicate",
+    "invalid_contact",
+    "competitor",
+    "student",
+    "other",
+)
 LOST = ("price", "competitor", "no_decision", "timing")
-BAD_KINDS = ("not_json", "truncated", "unknown_type", "missing_field", "wrong_type", "bad_time", "oversized", "future_field")
+BAD_KINDS = (
+    "not_json",
+    "truncated",
+    "unknown_type",
+    "missing_field",
+    "wrong_type",
+    "bad_time",
+    "oversized",
+    "future_field",
+)
 
 
 @dataclass
@@ -109,7 +145,9 @@ class _Journey:
     def business(self, start: datetime, hours: float) -> datetime:
         return self.calendar.add(start, int(hours * 3600))
 
-    def touch(self, at: datetime, channel: str, kind: str | None = None, anonymous: str | None = None) -> None:
+    def touch(
+        self, at: datetime, channel: str, kind: str | None = None, anonymous: str | None = None
+    ) -> None:
         rng = self.rng
         kind = kind or rng.choice(TOUCHES_BY_CHANNEL.get(channel, ("page_view",)))
         campaigns = CAMPAIGNS.get(channel)
@@ -128,7 +166,9 @@ class _Journey:
             obj["lead_id"] = self.lead_id
         self.add(at, obj)
 
-    def sales(self, at: datetime, event_type: str, arrival: datetime | None = None, **extra: Any) -> None:
+    def sales(
+        self, at: datetime, event_type: str, arrival: datetime | None = None, **extra: Any
+    ) -> None:
         obj = {
             "event_id": self.gen.next_id("crm"),
             "event_type": event_type,
@@ -141,8 +181,14 @@ class _Journey:
 
     def attributes(self, low_fit: bool) -> dict[str, Any]:
         rng = self.rng
-        employees = rng.choice((20, 50, 120, 180)) if low_fit else rng.choice((50, 250, 800, 1500, 5000))
-        title = rng.choice(("Data Analyst", "Ops Manager", "Student")) if low_fit else rng.choice(TITLES)
+        employees = (
+            rng.choice((20, 50, 120, 180)) if low_fit else rng.choice((50, 250, 800, 1500, 5000))
+        )
+        title = (
+            rng.choice(("Data Analyst", "Ops Manager", "Student"))
+            if low_fit
+            else rng.choice(TITLES)
+        )
         return {
             "employees": employees,
             "industry": rng.choice(INDUSTRIES[4:] if low_fit else INDUSTRIES),
@@ -157,7 +203,11 @@ class _Journey:
         created = self.business(start, rng.uniform(0, 40))
         anonymous = f"anon-{self.lead_id[5:]}" if rng.random() < P_ANONYMOUS else None
         for back in sorted(rng.uniform(0.5, 20) for _ in range(rng.randint(1, 3))):
-            self.touch(created - timedelta(days=back), channel if rng.random() < 0.7 else self.gen.channel(), anonymous=anonymous)
+            self.touch(
+                created - timedelta(days=back),
+                channel if rng.random() < 0.7 else self.gen.channel(),
+                anonymous=anonymous,
+            )
         mql = rng.random() < P_MQL
         self.sales_free_create(created, mql, anonymous)
         nurture = rng.randint(2, 10)
@@ -166,7 +216,11 @@ class _Journey:
             self.touch(at, "email", "email_open" if not mql else None)
         if not mql:
             for _ in range(rng.randint(0, 4)):
-                self.touch(created + timedelta(hours=rng.uniform(1, 24 * 60)), "organic_search", "page_view")
+                self.touch(
+                    created + timedelta(hours=rng.uniform(1, 24 * 60)),
+                    "organic_search",
+                    "page_view",
+                )
             return
         mql_at = created + timedelta(hours=rng.uniform(2, 24 * 14))
         self.touch(mql_at, self.gen.channel(), rng.choice(("demo_request", "chat_started")))
@@ -185,14 +239,17 @@ class _Journey:
         }
         self.add(created, obj)
         if anonymous:
-            self.add(created + timedelta(seconds=30), {
-                "event_id": self.gen.next_id("id"),
-                "event_type": "lead_identified",
-                "occurred_at": (created + timedelta(seconds=30)).isoformat(),
-                "source": "web",
-                "anonymous_id": anonymous,
-                "lead_id": self.lead_id,
-            })
+            self.add(
+                created + timedelta(seconds=30),
+                {
+                    "event_id": self.gen.next_id("id"),
+                    "event_type": "lead_identified",
+                    "occurred_at": (created + timedelta(seconds=30)).isoformat(),
+                    "source": "web",
+                    "anonymous_id": anonymous,
+                    "lead_id": self.lead_id,
+                },
+            )
         if self.rng.random() < 0.1:
             other = self.rng.choice(self.reps)
             at = created + timedelta(hours=self.rng.uniform(1, 48))
@@ -206,7 +263,14 @@ class _Journey:
         arrival = None
         if not slow and rng.random() < P_LATE_SYNC:
             arrival = first_call + timedelta(days=rng.uniform(1.5, 4))
-        self.sales(first_call, "activity", arrival, activity_type="call", rep_id=self.owner, outcome=rng.choice(("connected", "voicemail", None)))
+        self.sales(
+            first_call,
+            "activity",
+            arrival,
+            activity_type="call",
+            rep_id=self.owner,
+            outcome=rng.choice(("connected", "voicemail", None)),
+        )
         decided = self.business(first_call, rng.uniform(1, 30 if slow else 12))
         if rng.random() >= P_ACCEPT:
             recycle = rng.random() < 0.45
@@ -220,11 +284,22 @@ class _Journey:
             return
         self.sales(decided, "lead_accepted", rep_id=self.owner)
         for _ in range(rng.randint(1, 4)):
-            self.sales(decided + timedelta(hours=rng.uniform(2, 24 * 10)), "activity",
-                       activity_type=rng.choice(("email", "meeting", "call", "linkedin_message")), rep_id=self.owner, outcome=None)
+            self.sales(
+                decided + timedelta(hours=rng.uniform(2, 24 * 10)),
+                "activity",
+                activity_type=rng.choice(("email", "meeting", "call", "linkedin_message")),
+                rep_id=self.owner,
+                outcome=None,
+            )
         qualified = self.business(decided, rng.uniform(4, 60))
         if rng.random() >= P_QUALIFY:
-            self.sales(qualified, "lead_rejected", rep_id=self.owner, reason=rng.choice(("no_need", "not_a_fit", "bad_timing", "competitor")), note="after discovery")
+            self.sales(
+                qualified,
+                "lead_rejected",
+                rep_id=self.owner,
+                reason=rng.choice(("no_need", "not_a_fit", "bad_timing", "competitor")),
+                note="after discovery",
+            )
             return
         self.sales(qualified, "lead_qualified", rep_id=self.owner)
         currency = "EUR" if self.team == "emea" else "USD"
@@ -235,13 +310,25 @@ class _Journey:
         amount = rng.randrange(5_000, 120_000, 500)
         opp_at = self.business(qualified, rng.uniform(1, 24))
         opp_id = f"opp-{self.lead_id[5:]}-{episode}"
-        amount_text = f"{amount * (150 if currency == 'JPY' else 1)}" + ("" if currency == "JPY" else ".00")
-        self.sales(opp_at, "opportunity_created", opportunity_id=opp_id, amount=amount_text, currency=currency)
+        amount_text = f"{amount * (150 if currency == 'JPY' else 1)}" + (
+            "" if currency == "JPY" else ".00"
+        )
+        self.sales(
+            opp_at,
+            "opportunity_created",
+            opportunity_id=opp_id,
+            amount=amount_text,
+            currency=currency,
+        )
         closed = opp_at + timedelta(days=rng.uniform(14, 120))
         if rng.random() < P_WIN:
             won = int(amount * rng.uniform(0.85, 1.1))
-            won_text = f"{won * (150 if currency == 'JPY' else 1)}" + ("" if currency == "JPY" else f".{rng.randrange(0, 100):02d}")
-            self.sales(closed, "deal_won", opportunity_id=opp_id, amount=won_text, currency=currency)
+            won_text = f"{won * (150 if currency == 'JPY' else 1)}" + (
+                "" if currency == "JPY" else f".{rng.randrange(0, 100):02d}"
+            )
+            self.sales(
+                closed, "deal_won", opportunity_id=opp_id, amount=won_text, currency=currency
+            )
         else:
             self.sales(closed, "deal_lost", opportunity_id=opp_id, reason=rng.choice(LOST))
 
@@ -249,7 +336,15 @@ class _Journey:
 class Generator:
     """Produces the whole stream for `leads` leads starting over `days` days from `start`."""
 
-    def __init__(self, defs: Definitions, leads: int, days: int, seed: int, start: date, bad_fraction: float = 0.0) -> None:
+    def __init__(
+        self,
+        defs: Definitions,
+        leads: int,
+        days: int,
+        seed: int,
+        start: date,
+        bad_fraction: float = 0.0,
+    ) -> None:
         self.defs = defs
         self.rng = random.Random(seed)
         self.leads = leads
@@ -260,7 +355,10 @@ class Generator:
         self._ids = 0
         self._buffer: list[tuple[datetime, int, bytes]] = []
         self.reps = {
-            team: sorted(p.id for p in defs.people.values() if p.team_id == team and p.role == "rep") or [f"rep-{team}-1"]
+            team: sorted(
+                p.id for p in defs.people.values() if p.team_id == team and p.role == "rep"
+            )
+            or [f"rep-{team}-1"]
             for team in defs.teams
         }
         names = [c for c, _ in CHANNELS]
@@ -270,7 +368,9 @@ class Generator:
 
     def channel(self) -> str:
         self._channel_pos = (self._channel_pos + 1) % len(self._channels)
-        return self._channels[(self._channel_pos * 7 + self.rng.randrange(4096)) % len(self._channels)]
+        return self._channels[
+            (self._channel_pos * 7 + self.rng.randrange(4096)) % len(self._channels)
+        ]
 
     def next_id(self, prefix: str) -> str:
         self._ids += 1
@@ -283,7 +383,9 @@ class Generator:
         kind = obj["event_type"]
         self.stats.by_type[kind] = self.stats.by_type.get(kind, 0) + 1
         if self.rng.random() < P_DUPLICATE:
-            self._buffer.append((arrival + timedelta(minutes=self.rng.uniform(1, 90)), len(self._buffer), line))
+            self._buffer.append(
+                (arrival + timedelta(minutes=self.rng.uniform(1, 90)), len(self._buffer), line)
+            )
             self.stats.duplicates += 1
 
     def _merges_and_erasures(self, lead_no: int, journey: _Journey, start: datetime) -> None:
@@ -291,27 +393,59 @@ class Generator:
         if rng.random() < P_MERGE:
             dup = f"{journey.lead_id}-dup"
             created = start + timedelta(hours=rng.uniform(1, 72))
-            self.emit(created, {
-                "event_id": self.next_id("lc"), "event_type": "lead_created", "occurred_at": created.isoformat(),
-                "source": "web_form", "lead_id": dup, "owner_id": journey.owner, "team_id": journey.team,
-                "attributes": {"email": f"{journey.lead_id}@example.com", "country": COUNTRIES[journey.team][0]},
-            })
-            self.emit(created + timedelta(hours=1), {
-                "event_id": self.next_id("tch"), "event_type": "touch", "occurred_at": (created + timedelta(hours=1)).isoformat(),
-                "source": "web", "lead_id": dup, "touch_type": "content_download", "channel": "content",
-                "campaign_id": "cmp-2026-ebook-benchmark",
-            })
+            self.emit(
+                created,
+                {
+                    "event_id": self.next_id("lc"),
+                    "event_type": "lead_created",
+                    "occurred_at": created.isoformat(),
+                    "source": "web_form",
+                    "lead_id": dup,
+                    "owner_id": journey.owner,
+                    "team_id": journey.team,
+                    "attributes": {
+                        "email": f"{journey.lead_id}@example.com",
+                        "country": COUNTRIES[journey.team][0],
+                    },
+                },
+            )
+            self.emit(
+                created + timedelta(hours=1),
+                {
+                    "event_id": self.next_id("tch"),
+                    "event_type": "touch",
+                    "occurred_at": (created + timedelta(hours=1)).isoformat(),
+                    "source": "web",
+                    "lead_id": dup,
+                    "touch_type": "content_download",
+                    "channel": "content",
+                    "campaign_id": "cmp-2026-ebook-benchmark",
+                },
+            )
             merged = created + timedelta(days=rng.uniform(1, 5))
-            self.emit(merged, {
-                "event_id": self.next_id("mrg"), "event_type": "lead_merged", "occurred_at": merged.isoformat(),
-                "source": "salesforce", "lead_id": dup, "survivor_id": journey.lead_id,
-            })
+            self.emit(
+                merged,
+                {
+                    "event_id": self.next_id("mrg"),
+                    "event_type": "lead_merged",
+                    "occurred_at": merged.isoformat(),
+                    "source": "salesforce",
+                    "lead_id": dup,
+                    "survivor_id": journey.lead_id,
+                },
+            )
         if rng.random() < P_ERASE:
             erased = start + timedelta(days=rng.uniform(30, 90))
-            self.emit(erased, {
-                "event_id": self.next_id("era"), "event_type": "lead_erased", "occurred_at": erased.isoformat(),
-                "source": "privacy_portal", "lead_id": journey.lead_id,
-            })
+            self.emit(
+                erased,
+                {
+                    "event_id": self.next_id("era"),
+                    "event_type": "lead_erased",
+                    "occurred_at": erased.isoformat(),
+                    "source": "privacy_portal",
+                    "lead_id": journey.lead_id,
+                },
+            )
 
     def lines(self) -> Iterator[bytes]:
         """Every output line, in arrival order (bad lines mixed in at `bad_fraction`)."""
@@ -356,7 +490,15 @@ class Generator:
         return orjson.dumps(obj)
 
 
-def generate(defs: Definitions, out: IO[bytes], leads: int, days: int, seed: int, start: date, bad_fraction: float = 0.0) -> GeneratorStats:
+def generate(
+    defs: Definitions,
+    out: IO[bytes],
+    leads: int,
+    days: int,
+    seed: int,
+    start: date,
+    bad_fraction: float = 0.0,
+) -> GeneratorStats:
     """Write the stream to `out`; returns what was written."""
     gen = Generator(defs, leads, days, seed, start, bad_fraction)
     for line in gen.lines():

@@ -30,7 +30,13 @@ from streams.core.records import (
 )
 from streams.core.state import AnonymousState, LeadState
 
-OUTPUT_FILES = ("transitions.jsonl", "sla.jsonl", "attribution.jsonl", "lead_states.jsonl", "dead_letters.jsonl")
+OUTPUT_FILES = (
+    "transitions.jsonl",
+    "sla.jsonl",
+    "attribution.jsonl",
+    "lead_states.jsonl",
+    "dead_letters.jsonl",
+)
 
 
 @dataclass

@@ -89,7 +89,15 @@ def generated_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("data") / "events.jsonl"
     with open(path, "wb") as out:
-        generate(load_definitions(), out, leads=300, days=60, seed=11, start=date(2026, 1, 5), bad_fraction=0.01)
+        generate(
+            load_definitions(),
+            out,
+            leads=300,
+            days=60,
+            seed=11,
+            start=date(2026, 1, 5),
+            bad_fraction=0.01,
+        )
     return path
 
 

@@ -19,10 +19,14 @@ def generate(
     leads: int = typer.Option(1000, "--leads", min=1, help="Number of leads"),
     days: int = typer.Option(90, "--days", min=1, help="Days over which leads arrive"),
     seed: int = typer.Option(42, "--seed", help="Same seed, same bytes"),
-    bad_fraction: float = typer.Option(0.0, "--bad-fraction", min=0.0, max=0.5, help="Share of broken lines mixed in"),
+    bad_fraction: float = typer.Option(
+        0.0, "--bad-fraction", min=0.0, max=0.5, help="Share of broken lines mixed in"
+    ),
     output: str = typer.Option("-", "--output", "-o", help="File to write, or - for stdout"),
     start: str = typer.Option("2026-01-05", "--start", help="First day (YYYY-MM-DD)"),
-    definitions: Path | None = typer.Option(None, "--definitions", help="Definitions YAML (teams, reps)"),
+    definitions: Path | None = typer.Option(
+        None, "--definitions", help="Definitions YAML (teams, reps)"
+    ),
 ) -> None:
     """Write a B2B funnel's events (touches, leads, sales activities, deals) as JSON Lines."""
     settings = build_settings(definitions=definitions)
@@ -33,7 +37,9 @@ def generate(
         raise LeadflowError(f"--start: {start!r} is not a date (YYYY-MM-DD)") from None
     try:
         if output == "-":
-            stats = generate_stream(defs, sys.stdout.buffer, leads, days, seed, first_day, bad_fraction)
+            stats = generate_stream(
+                defs, sys.stdout.buffer, leads, days, seed, first_day, bad_fraction
+            )
         else:
             with open(output, "wb") as handle:
                 stats = generate_stream(defs, handle, leads, days, seed, first_day, bad_fraction)

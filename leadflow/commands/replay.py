@@ -20,8 +20,12 @@ from streams.replay import replay_file, summary
 def replay(
     input: Path = typer.Option(..., "--input", help="Events, one JSON object per line"),
     output_dir: Path = typer.Option(..., "--output-dir", help="Where the JSON Lines results go"),
-    definitions: Path | None = typer.Option(None, "--definitions", help="Definitions YAML [env LEADFLOW_DEFINITIONS]"),
-    until: str | None = typer.Option(None, "--until", help="Advance the event-time clock to this ISO time at the end"),
+    definitions: Path | None = typer.Option(
+        None, "--definitions", help="Definitions YAML [env LEADFLOW_DEFINITIONS]"
+    ),
+    until: str | None = typer.Option(
+        None, "--until", help="Advance the event-time clock to this ISO time at the end"
+    ),
 ) -> None:
     """Apply events in file order to the core and write transitions, SLAs, attribution, states."""
     settings = build_settings(definitions=definitions)
@@ -40,4 +44,6 @@ def replay(
     for key, value in summary(stats).items():
         table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
     Console(stderr=True).print(table)
-    typer.echo(f"wrote {', '.join(sorted(p.name for p in output_dir.glob('*.jsonl')))} to {output_dir}")
+    typer.echo(
+        f"wrote {', '.join(sorted(p.name for p in output_dir.glob('*.jsonl')))} to {output_dir}"
+    )

@@ -11,16 +11,34 @@ from rich.table import Table
 from leadflow.cli import app, build_settings
 from leadflow.stack import EmbeddedStack
 
-stack_app = typer.Typer(help="Run the embedded Kafka-protocol broker (Tansu) and ClickHouse.", no_args_is_help=True)
+stack_app = typer.Typer(
+    help="Run the embedded Kafka-protocol broker (Tansu) and ClickHouse.", no_args_is_help=True
+)
 app.add_typer(stack_app, name="stack")
 
-StateDir = typer.Option(None, "--state-dir", help="Where data, logs and pid files live [env LEADFLOW_STATE_DIR, default .leadflow]")
-KafkaPort = typer.Option(None, "--kafka-port", help="Tansu port [env LEADFLOW_KAFKA_PORT, default 9092]")
-ChPort = typer.Option(None, "--clickhouse-port", help="ClickHouse native port [env LEADFLOW_CLICKHOUSE_PORT, default 9000]")
-ChHttpPort = typer.Option(None, "--clickhouse-http-port", help="ClickHouse HTTP port [env LEADFLOW_CLICKHOUSE_HTTP_PORT, default 8123]")
+StateDir = typer.Option(
+    None,
+    "--state-dir",
+    help="Where data, logs and pid files live [env LEADFLOW_STATE_DIR, default .leadflow]",
+)
+KafkaPort = typer.Option(
+    None, "--kafka-port", help="Tansu port [env LEADFLOW_KAFKA_PORT, default 9092]"
+)
+ChPort = typer.Option(
+    None,
+    "--clickhouse-port",
+    help="ClickHouse native port [env LEADFLOW_CLICKHOUSE_PORT, default 9000]",
+)
+ChHttpPort = typer.Option(
+    None,
+    "--clickhouse-http-port",
+    help="ClickHouse HTTP port [env LEADFLOW_CLICKHOUSE_HTTP_PORT, default 8123]",
+)
 
 
-def _stack(state_dir: Path | None, kafka_port: int | None, ch_port: int | None, ch_http: int | None) -> EmbeddedStack:
+def _stack(
+    state_dir: Path | None, kafka_port: int | None, ch_port: int | None, ch_http: int | None
+) -> EmbeddedStack:
     settings = build_settings(
         state_dir=state_dir,
         kafka_port=kafka_port,
@@ -68,7 +86,9 @@ def status(
     rows = _stack(state_dir, kafka_port, clickhouse_port, clickhouse_http_port).status()
     table = Table("component", "address", "pid", "health", "detail")
     for row in rows:
-        table.add_row(row.name, row.address, str(row.pid or "-"), "ok" if row.healthy else "down", row.detail)
+        table.add_row(
+            row.name, row.address, str(row.pid or "-"), "ok" if row.healthy else "down", row.detail
+        )
     Console().print(table)
     if not all(row.healthy for row in rows):
         raise typer.Exit(1)

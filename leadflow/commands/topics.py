@@ -13,8 +13,14 @@ app.add_typer(topics_app, name="topics")
 
 @topics_app.command("create")
 def create(
-    bootstrap: str | None = typer.Option(None, "--bootstrap", help="host:port [env LEADFLOW_KAFKA_BOOTSTRAP]"),
-    partitions: int | None = typer.Option(None, "--partitions", help="partitions of lead-keyed topics [env LEADFLOW_PARTITIONS, default 4]"),
+    bootstrap: str | None = typer.Option(
+        None, "--bootstrap", help="host:port [env LEADFLOW_KAFKA_BOOTSTRAP]"
+    ),
+    partitions: int | None = typer.Option(
+        None,
+        "--partitions",
+        help="partitions of lead-keyed topics [env LEADFLOW_PARTITIONS, default 4]",
+    ),
 ) -> None:
     """Create input, output, dead-letter and internal topics (existing ones are left alone)."""
     settings = build_settings(kafka_bootstrap=bootstrap, partitions=partitions)

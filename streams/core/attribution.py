@@ -104,9 +104,7 @@ def model_weights(
         return [Fraction(1, n)] * n
     if model == "time_decay":
         half_life = settings.half_life_days * 86400
-        raw = [
-            2.0 ** (-(trigger.at - t.occurred_at).total_seconds() / half_life) for t in touches
-        ]
+        raw = [2.0 ** (-(trigger.at - t.occurred_at).total_seconds() / half_life) for t in touches]
         total = sum(raw)
         return [Fraction(r) / Fraction(total) for r in raw]
     if model == "position_based":
@@ -154,12 +152,16 @@ def attribute(
     out: list[AttributionCredit] = []
     for model in settings.models:
         if not window:
-            out.append(_credit(trigger, model, None, 0, 1.0, trigger.amount_minor, definitions_version))
+            out.append(
+                _credit(trigger, model, None, 0, 1.0, trigger.amount_minor, definitions_version)
+            )
             continue
         weights = model_weights(model, window, trigger, settings)
         credits = allocate_minor(weights, trigger.amount_minor)
         for index, (touch, weight, credit) in enumerate(zip(window, weights, credits, strict=True)):
-            out.append(_credit(trigger, model, touch, index, float(weight), credit, definitions_version))
+            out.append(
+                _credit(trigger, model, touch, index, float(weight), credit, definitions_version)
+            )
     return tuple(out)
 
 
@@ -175,7 +177,12 @@ def _credit(
     touch_id = touch.event_id if touch else None
     return AttributionCredit(
         record_id=record_id(
-            trigger.lead_id, trigger.opportunity_id, trigger.kind, model, touch_id or UNATTRIBUTED, index
+            trigger.lead_id,
+            trigger.opportunity_id,
+            trigger.kind,
+            model,
+            touch_id or UNATTRIBUTED,
+            index,
         ),
         lead_id=trigger.lead_id,
         opportunity_id=trigger.opportunity_id,

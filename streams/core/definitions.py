@@ -195,7 +195,9 @@ def _team(data: object, path: str) -> Team:
     except (ZoneInfoNotFoundError, ValueError):
         raise _fail(f"{path}.timezone", f"unknown time zone {tz!r}") from None
     hours = _map(d["hours"], f"{path}.hours", set(WEEKDAYS), set())
-    weekly = {WEEKDAYS.index(day): _hours(spec, f"{path}.hours.{day}") for day, spec in hours.items()}
+    weekly = {
+        WEEKDAYS.index(day): _hours(spec, f"{path}.hours.{day}") for day, spec in hours.items()
+    }
     if not any(weekly.values()):
         raise _fail(f"{path}.hours", "at least one weekday needs business hours")
     holidays = set()
@@ -229,11 +231,18 @@ def _scoring(data: object) -> ScoringRules:
         if kind not in TOUCH_TYPES:
             raise _fail(f"scoring.hand_raisers[{i}]", f"unknown touch type {kind!r}")
     points = _map(d.get("touch_points", {}), "scoring.touch_points", set(TOUCH_TYPES), set())
-    touch_points = {k: _int(v, f"scoring.touch_points.{k}", minimum=-1000) for k, v in points.items()}
+    touch_points = {
+        k: _int(v, f"scoring.touch_points.{k}", minimum=-1000) for k, v in points.items()
+    }
     rules = []
     for i, raw in enumerate(_list(d.get("fit_rules", []), "scoring.fit_rules")):
         where = f"scoring.fit_rules[{i}]"
-        r = _map(raw, where, {"attribute", "op", "value", "points"}, {"attribute", "op", "value", "points"})
+        r = _map(
+            raw,
+            where,
+            {"attribute", "op", "value", "points"},
+            {"attribute", "op", "value", "points"},
+        )
         if r["op"] not in FIT_OPS:
             raise _fail(f"{where}.op", f"must be one of {sorted(FIT_OPS)}")
         value = r["value"]
@@ -242,27 +251,47 @@ def _scoring(data: object) -> ScoringRules:
         elif r["op"] in ("gte", "lte"):
             value = _num(value, f"{where}.value", minimum=float("-inf"))
         rules.append(
-            FitRule(_str(r["attribute"], f"{where}.attribute"), r["op"], value,
-                    _int(r["points"], f"{where}.points", minimum=-1000))
+            FitRule(
+                _str(r["attribute"], f"{where}.attribute"),
+                r["op"],
+                value,
+                _int(r["points"], f"{where}.points", minimum=-1000),
+            )
         )
     return ScoringRules(
         mql_threshold=_int(d["mql_threshold"], "scoring.mql_threshold", minimum=1),
-        engagement_window_days=_int(d["engagement_window_days"], "scoring.engagement_window_days", 1),
+        engagement_window_days=_int(
+            d["engagement_window_days"], "scoring.engagement_window_days", 1
+        ),
         hand_raisers=hand_raisers,
         touch_points=MappingProxyType(touch_points),
         fit_rules=tuple(rules),
     )
 
 
-_MET_BY = {str(e) for e in EventType} - {"lead_created", "lead_identified", "lead_merged", "lead_erased"}
+_MET_BY = {str(e) for e in EventType} - {
+    "lead_created",
+    "lead_identified",
+    "lead_merged",
+    "lead_erased",
+}
 
 
 def _policy(data: object, path: str) -> SlaPolicy:
     d = _map(
         data,
         path,
-        {"name", "starts_at", "met_by", "activity_types", "business_hours", "warn_at",
-         "grace_minutes", "escalate_after_business_hours", "accountable"},
+        {
+            "name",
+            "starts_at",
+            "met_by",
+            "activity_types",
+            "business_hours",
+            "warn_at",
+            "grace_minutes",
+            "escalate_after_business_hours",
+            "accountable",
+        },
         {"name", "starts_at", "met_by", "business_hours"},
     )
     if d["starts_at"] not in STAGES + OFF_FUNNEL:
@@ -293,7 +322,8 @@ def _policy(data: object, path: str) -> SlaPolicy:
         warn_fraction=warn,
         grace_seconds=int(_num(d.get("grace_minutes", 0), f"{path}.grace_minutes") * 60),
         escalate_after_business_seconds=(
-            None if escalate is None
+            None
+            if escalate is None
             else int(_num(escalate, f"{path}.escalate_after_business_hours", strict=True) * 3600)
         ),
         owner_team=str(d.get("accountable", "sales")),
@@ -304,7 +334,16 @@ def _build(data: object) -> Definitions:
     d = _map(
         data,
         "",
-        {"company", "teams", "people", "default_team", "scoring", "lifecycle", "sla", "attribution"},
+        {
+            "company",
+            "teams",
+            "people",
+            "default_team",
+            "scoring",
+            "lifecycle",
+            "sla",
+            "attribution",
+        },
         {"teams", "scoring", "sla"},
     )
     teams: dict[str, Team] = {}
@@ -319,8 +358,13 @@ def _build(data: object) -> Definitions:
     for i, raw in enumerate(_list(d.get("people", []), "people")):
         where = f"people[{i}]"
         p = _map(raw, where, {"id", "name", "role", "team_id", "manager_id"}, {"id", "role"})
-        person = Person(_str(p["id"], f"{where}.id"), str(p.get("name", p["id"])), str(p["role"]),
-                        p.get("team_id"), p.get("manager_id"))
+        person = Person(
+            _str(p["id"], f"{where}.id"),
+            str(p.get("name", p["id"])),
+            str(p["role"]),
+            p.get("team_id"),
+            p.get("manager_id"),
+        )
         if person.team_id is not None and person.team_id not in teams:
             raise _fail(f"{where}.team_id", f"unknown team {person.team_id!r}")
         people[person.id] = person
@@ -333,21 +377,33 @@ def _build(data: object) -> Definitions:
     default_team = d.get("default_team", next(iter(teams)))
     if default_team not in teams:
         raise _fail("default_team", f"unknown team {default_team!r}")
-    lifecycle = _map(d.get("lifecycle", {}), "lifecycle", {"recycle_reasons", "correction_window_days"}, set())
+    lifecycle = _map(
+        d.get("lifecycle", {}), "lifecycle", {"recycle_reasons", "correction_window_days"}, set()
+    )
     recycle = frozenset(_list(lifecycle.get("recycle_reasons", []), "lifecycle.recycle_reasons"))
     for i, reason in enumerate(sorted(recycle)):
         if reason not in REJECT_REASONS:
             raise _fail(f"lifecycle.recycle_reasons[{i}]", f"unknown rejection reason {reason!r}")
     sla = _map(d["sla"], "sla", {"policies"}, {"policies"})
-    policies = tuple(_policy(raw, f"sla.policies[{i}]") for i, raw in enumerate(_list(sla["policies"], "sla.policies")))
+    policies = tuple(
+        _policy(raw, f"sla.policies[{i}]")
+        for i, raw in enumerate(_list(sla["policies"], "sla.policies"))
+    )
     names = [p.name for p in policies]
     if len(set(names)) != len(names):
         raise _fail("sla.policies", "policy names must be unique")
-    a = _map(d.get("attribution", {}), "attribution", {"lookback_days", "half_life_days", "models"}, set())
+    a = _map(
+        d.get("attribution", {}),
+        "attribution",
+        {"lookback_days", "half_life_days", "models"},
+        set(),
+    )
     models = tuple(_list(a.get("models", list(MODELS)), "attribution.models"))
     for i, model in enumerate(models):
         if model not in MODELS:
-            raise _fail(f"attribution.models[{i}]", f"unknown model {model!r}; one of {list(MODELS)}")
+            raise _fail(
+                f"attribution.models[{i}]", f"unknown model {model!r}; one of {list(MODELS)}"
+            )
     attribution = AttributionSettings(
         lookback_days=_int(a.get("lookback_days", 90), "attribution.lookback_days", minimum=1),
         half_life_days=_num(a.get("half_life_days", 7), "attribution.half_life_days", strict=True),
@@ -364,5 +420,7 @@ def _build(data: object) -> Definitions:
         sla_policies=policies,
         attribution=attribution,
         default_team_id=default_team,
-        correction_window_days=_int(lifecycle.get("correction_window_days", 30), "lifecycle.correction_window_days", 1),
+        correction_window_days=_int(
+            lifecycle.get("correction_window_days", 30), "lifecycle.correction_window_days", 1
+        ),
     )

@@ -7,9 +7,9 @@ replay driver and the streaming agents call exactly these functions.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from collections.abc import Mapping
 from types import MappingProxyType
 
 from streams.core import sla
@@ -164,7 +164,10 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
         d.sla = instances
     if d.stage is not None and d.stage != stage_before:
         _start_slas(d, event.event_id, at, defs, ch)
-    if kind in (EventType.OPPORTUNITY_CREATED, EventType.DEAL_WON) and event.amount_minor is not None:
+    if (
+        kind in (EventType.OPPORTUNITY_CREATED, EventType.DEAL_WON)
+        and event.amount_minor is not None
+    ):
         ch.outputs.extend(_attribute(d, event, defs))
     _snapshot(d, at, defs, ch)
 
@@ -192,9 +195,11 @@ def _rescore(d: LeadDraft, at: datetime, defs: Definitions, attributes_changed: 
     rules = defs.scoring
     if attributes_changed:
         d.fit_score = fit_points(d.attributes, rules)
-    d.engagement_score = engagement_points(
-        [(t.touch_type, t.occurred_at) for t in d.touches], at, rules
-    ) if d.touches else 0
+    d.engagement_score = (
+        engagement_points([(t.touch_type, t.occurred_at) for t in d.touches], at, rules)
+        if d.touches
+        else 0
+    )
 
 
 def _move(
@@ -241,7 +246,12 @@ def _move(
 
 
 def _check_mql(
-    d: LeadDraft, touch_type: str | None, event_id: str, at: datetime, defs: Definitions, ch: _Changes
+    d: LeadDraft,
+    touch_type: str | None,
+    event_id: str,
+    at: datetime,
+    defs: Definitions,
+    ch: _Changes,
 ) -> None:
     if d.stage in _MQL_ELIGIBLE and is_mql(d.score, touch_type, defs.scoring):
         _move(d, Signal.MQL, event_id, at, None, defs, ch)
@@ -277,7 +287,9 @@ def _attribute(d: LeadDraft, event: Event, defs: Definitions) -> tuple[Record, .
     return attribute(touches, trigger, defs.attribution, defs.version)
 
 
-def _snapshot(d: LeadDraft, at: datetime, defs: Definitions, ch: _Changes, force: bool = False) -> None:
+def _snapshot(
+    d: LeadDraft, at: datetime, defs: Definitions, ch: _Changes, force: bool = False
+) -> None:
     if d.stage is None and not force:
         return
     d.version += 1
@@ -324,7 +336,9 @@ def _begin(state: LeadState | None, lead_id: str, key: str) -> tuple[LeadDraft, 
 
 def _stitch(state: LeadState | None, message: Stitch, defs: Definitions) -> Step:
     if state is not None and state.merged_into is not None:
-        return Step(state, forwards=(replace(message, lead_id=state.merged_into),), ignored="merged")
+        return Step(
+            state, forwards=(replace(message, lead_id=state.merged_into),), ignored="merged"
+        )
     d, done = _begin(state, message.lead_id, f"stitch:{message.anonymous_id}:{message.event_id}")
     if done is not None:
         return done
@@ -335,7 +349,12 @@ def _stitch(state: LeadState | None, message: Stitch, defs: Definitions) -> Step
 
 
 def _settle(
-    d: LeadDraft, event_id: str, at: datetime, defs: Definitions, ch: _Changes, attributes_changed: bool
+    d: LeadDraft,
+    event_id: str,
+    at: datetime,
+    defs: Definitions,
+    ch: _Changes,
+    attributes_changed: bool,
 ) -> None:
     """After touches or attributes arrived from another key: rescore, maybe MQL, snapshot."""
     stage_before = d.stage

@@ -51,7 +51,18 @@ REJECT_REASONS = frozenset(
     "student other".split()
 )
 # ISO-4217 minor-unit exponents that differ from 2.
-_EXPONENTS = {"JPY": 0, "KRW": 0, "CLP": 0, "ISK": 0, "VND": 0, "BHD": 3, "KWD": 3, "JOD": 3, "OMR": 3, "TND": 3}
+_EXPONENTS = {
+    "JPY": 0,
+    "KRW": 0,
+    "CLP": 0,
+    "ISK": 0,
+    "VND": 0,
+    "BHD": 3,
+    "KWD": 3,
+    "JOD": 3,
+    "OMR": 3,
+    "TND": 3,
+}
 
 _COMMON = ("event_id", "event_type", "occurred_at", "source")
 # event_type -> (required fields, optional fields) beyond the common ones
@@ -147,7 +158,9 @@ def _string(obj: Mapping[str, Any], field: str, required: bool) -> str | None:
     value = obj.get(field)
     if value is None:
         if required:
-            raise InvalidEvent(f"{field}: missing" if field not in obj else f"{field}: must not be null")
+            raise InvalidEvent(
+                f"{field}: missing" if field not in obj else f"{field}: must not be null"
+            )
         return None
     if not isinstance(value, str):
         raise InvalidEvent(f"{field}: expected a string, got {type(value).__name__}")

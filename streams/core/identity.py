@@ -98,7 +98,13 @@ def apply_anonymous(
         if not state.touches:
             return stitched, ()
         return stitched, (
-            Stitch(message.lead_id, state.anonymous_id, state.touches, message.event_id, message.occurred_at),
+            Stitch(
+                message.lead_id,
+                state.anonymous_id,
+                state.touches,
+                message.event_id,
+                message.occurred_at,
+            ),
         )
     assert isinstance(message, Event) and message.anonymous_id is not None
     if state is None:
@@ -116,4 +122,6 @@ def apply_anonymous(
         message.campaign_id,
         state.next_seq,
     )
-    return replace(state, touches=(*state.touches, touch), seen=seen, next_seq=state.next_seq + 1), ()
+    return replace(
+        state, touches=(*state.touches, touch), seen=seen, next_seq=state.next_seq + 1
+    ), ()

@@ -73,7 +73,9 @@ OFF_FUNNEL: dict[Signal, tuple[frozenset[Stage], Stage]] = {
         Stage.DISQUALIFIED,
     ),
     Signal.LOST: (
-        frozenset({Stage.INQUIRY, Stage.MQL, Stage.SAL, Stage.SQL, Stage.OPPORTUNITY, Stage.RECYCLED}),
+        frozenset(
+            {Stage.INQUIRY, Stage.MQL, Stage.SAL, Stage.SQL, Stage.OPPORTUNITY, Stage.RECYCLED}
+        ),
         Stage.CLOSED_LOST,
     ),
 }
@@ -97,12 +99,16 @@ def evolve(stage: Stage | None, signal: Signal) -> Move | None:
     if stage is None:
         if signal in FORWARD:
             target = FORWARD[signal]
-            return Move(target, FUNNEL[: _RANK[target]] if target is not Stage.INQUIRY else (), False)
+            return Move(
+                target, FUNNEL[: _RANK[target]] if target is not Stage.INQUIRY else (), False
+            )
         if signal is Signal.LOST:
             return Move(Stage.CLOSED_LOST, (), False)
         return None
     if stage in ABSORBING:
-        if signal in (Signal.KNOWN, Signal.MQL) or (stage is Stage.CUSTOMER and signal is Signal.WON):
+        if signal in (Signal.KNOWN, Signal.MQL) or (
+            stage is Stage.CUSTOMER and signal is Signal.WON
+        ):
             return None
         raise IllegalTransition(f"a {stage} lead cannot take {signal}")
     if stage is Stage.CLOSED_LOST:
@@ -110,7 +116,9 @@ def evolve(stage: Stage | None, signal: Signal) -> Move | None:
             return Move(Stage.OPPORTUNITY, (), True)
         if signal in (Signal.KNOWN, Signal.MQL, Signal.LOST):
             return None
-        raise IllegalTransition(f"a closed_lost lead cannot take {signal}; create a new opportunity")
+        raise IllegalTransition(
+            f"a closed_lost lead cannot take {signal}; create a new opportunity"
+        )
     if signal in OFF_FUNNEL:
         allowed, target = OFF_FUNNEL[signal]
         if stage in allowed:

@@ -168,7 +168,9 @@ def on_event(
         if inst.status is SlaStatus.OPEN and qualifies:
             seconds = calendar.business_seconds(inst.started_at, occurred_at)
             if occurred_at <= inst.due_at:
-                done = replace(inst, status=SlaStatus.MET, met_at=occurred_at, business_seconds=seconds)
+                done = replace(
+                    inst, status=SlaStatus.MET, met_at=occurred_at, business_seconds=seconds
+                )
                 records.append(_record(done, SlaEvent.MET, occurred_at, defs))
                 continue
             late = replace(
@@ -232,24 +234,29 @@ def on_tick(
     records: list[SlaRecord] = []
     window = timedelta(days=defs.correction_window_days)
     for inst in instances:
-        if inst.status is SlaStatus.OPEN and inst.warn_at and not inst.warned_at and inst.warn_at <= now:
-            inst = replace(inst, warned_at=inst.warn_at)
-            records.append(_record(inst, SlaEvent.WARNED, inst.warn_at, defs))
+        warn_at = inst.warn_at
+        if inst.status is SlaStatus.OPEN and warn_at and not inst.warned_at and warn_at <= now:
+            inst = replace(inst, warned_at=warn_at)
+            records.append(_record(inst, SlaEvent.WARNED, warn_at, defs))
         if inst.status is SlaStatus.OPEN and inst.breach_at <= now:
             inst = replace(inst, status=SlaStatus.BREACHED, breached_at=inst.due_at)
             records.append(_record(inst, SlaEvent.BREACHED, inst.breach_at, defs))
+        escalate_at = inst.escalate_at
         if (
             inst.status is SlaStatus.BREACHED
-            and inst.escalate_at is not None
+            and escalate_at is not None
             and inst.escalated_at is None
             and inst.met_at is None
-            and inst.escalate_at <= now
+            and escalate_at <= now
         ):
-            manager = defs.manager_of(inst.owner_id) or defs.teams[inst.team_id or defs.default_team_id].manager_id
-            inst = replace(
-                inst, escalated_at=inst.escalate_at, escalate_to=defs.manager_of(manager) or manager
+            manager = (
+                defs.manager_of(inst.owner_id)
+                or defs.teams[inst.team_id or defs.default_team_id].manager_id
             )
-            records.append(_record(inst, SlaEvent.ESCALATED, inst.escalate_at, defs))
+            inst = replace(
+                inst, escalated_at=escalate_at, escalate_to=defs.manager_of(manager) or manager
+            )
+            records.append(_record(inst, SlaEvent.ESCALATED, escalate_at, defs))
         if inst.status is SlaStatus.BREACHED and inst.breach_at + window <= now:
             continue
         kept.append(inst)
@@ -297,7 +304,9 @@ def _week_bounds(team_id: str, week: date, defs: Definitions) -> tuple[datetime,
     return start, end
 
 
-def count_mql(tally: WeeklyMqlTally, team_id: str, at: datetime, defs: Definitions) -> WeeklyMqlTally:
+def count_mql(
+    tally: WeeklyMqlTally, team_id: str, at: datetime, defs: Definitions
+) -> WeeklyMqlTally:
     """Count one MQL for the team's week containing `at`."""
     key = (team_id, _week_start(at, team_id, defs))
     counts = dict(tally.counts)

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 from streams.core.lifecycle import Stage
 from streams.core.sla import SlaInstance
@@ -82,6 +83,32 @@ class LeadDraft:
 
     __slots__ = _LEAD_FIELDS
 
+    if TYPE_CHECKING:  # the same fields as LeadState, mutable
+        lead_id: str
+        stage: Stage | None
+        episode: int
+        owner_id: str | None
+        team_id: str | None
+        source: str | None
+        attributes: Mapping[str, str | int | float]
+        touches: tuple[Touch, ...]
+        fit_score: int
+        engagement_score: int
+        created_at: datetime | None
+        stage_entered_at: datetime | None
+        inquiry_at: datetime | None
+        mql_at: datetime | None
+        opportunity_id: str | None
+        opportunity_at: datetime | None
+        sla: tuple[SlaInstance, ...]
+        seen: frozenset[str]
+        anonymous_ids: frozenset[str]
+        version: int
+        next_seq: int
+        clock: datetime | None
+        erased: bool
+        merged_into: str | None
+
     def __init__(self, state: LeadState) -> None:
         for name in _LEAD_FIELDS:
             setattr(self, name, getattr(state, name))
@@ -89,7 +116,7 @@ class LeadDraft:
     @property
     def score(self) -> int:
         """Fit plus engagement points."""
-        return self.fit_score + self.engagement_score  # type: ignore[attr-defined, no-any-return]
+        return self.fit_score + self.engagement_score
 
     def freeze(self) -> LeadState:
         """The immutable state with this draft's values."""

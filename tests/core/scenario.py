@@ -38,10 +38,16 @@ class Scenario:
         return self
 
     def transitions(self, lead_id: str = "L1") -> list[tuple[str | None, str]]:
-        return [(r.from_stage, r.to_stage) for r in self.records if isinstance(r, Transition) and r.lead_id == lead_id]
+        return [
+            (r.from_stage, r.to_stage)
+            for r in self.records
+            if isinstance(r, Transition) and r.lead_id == lead_id
+        ]
 
     def sla_events(self, policy: str) -> list[str]:
-        return [str(r.event) for r in self.records if isinstance(r, SlaRecord) and r.policy == policy]
+        return [
+            str(r.event) for r in self.records if isinstance(r, SlaRecord) and r.policy == policy
+        ]
 
     def sla_final(self, policy: str) -> SlaRecord:
         return [r for r in self.records if isinstance(r, SlaRecord) and r.policy == policy][-1]
@@ -60,14 +66,27 @@ class Scenario:
         return iter(self.records)
 
 
-def new_lead(s: Scenario, at: str = "2026-03-02T10:00:00+01:00", lead_id: str = "L1", **attrs: Any) -> Scenario:
+def new_lead(
+    s: Scenario, at: str = "2026-03-02T10:00:00+01:00", lead_id: str = "L1", **attrs: Any
+) -> Scenario:
     """Given a lead created in the EMEA team with modest fit."""
     return s.event(
-        "lead_created", at, lead_id=lead_id, owner_id="rep-emea-1", team_id="emea",
+        "lead_created",
+        at,
+        lead_id=lead_id,
+        owner_id="rep-emea-1",
+        team_id="emea",
         attributes={"employees": 50, "country": "DE", **attrs},
     )
 
 
 def demo_request(s: Scenario, at: str, lead_id: str = "L1") -> Scenario:
     """When the lead raises a hand (→ MQL)."""
-    return s.event("touch", at, lead_id=lead_id, touch_type="demo_request", channel="paid_search", campaign_id="c1")
+    return s.event(
+        "touch",
+        at,
+        lead_id=lead_id,
+        touch_type="demo_request",
+        channel="paid_search",
+        campaign_id="c1",
+    )

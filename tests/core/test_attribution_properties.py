@@ -14,7 +14,10 @@ TRIGGER_AT = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
 SETTINGS = AttributionSettings()
 
 touch_lists = st.lists(
-    st.tuples(st.integers(min_value=0, max_value=120 * 24), st.sampled_from(["email", "paid_search", "webinar"])),
+    st.tuples(
+        st.integers(min_value=0, max_value=120 * 24),
+        st.sampled_from(["email", "paid_search", "webinar"]),
+    ),
     min_size=0,
     max_size=12,
 )
@@ -29,7 +32,12 @@ def _touches(raw: list[tuple[int, str]]) -> list[TouchPoint]:
 
 def _trigger(amount: int, kind: str = "deal_won") -> Trigger:
     return Trigger(
-        "L1", "opp1", kind, TRIGGER_AT, amount, "EUR",
+        "L1",
+        "opp1",
+        kind,
+        TRIGGER_AT,
+        amount,
+        "EUR",
         inquiry_at=TRIGGER_AT - timedelta(days=30),
         opportunity_at=TRIGGER_AT - timedelta(days=10),
         won_at=TRIGGER_AT,
@@ -37,8 +45,14 @@ def _trigger(amount: int, kind: str = "deal_won") -> Trigger:
 
 
 @settings(max_examples=200, deadline=None)
-@given(touch_lists, st.integers(min_value=0, max_value=10**9), st.sampled_from(["deal_won", "opportunity_created"]))
-def test_credits_sum_exactly_to_the_amount_for_every_model(raw: list[tuple[int, str]], amount: int, kind: str) -> None:
+@given(
+    touch_lists,
+    st.integers(min_value=0, max_value=10**9),
+    st.sampled_from(["deal_won", "opportunity_created"]),
+)
+def test_credits_sum_exactly_to_the_amount_for_every_model(
+    raw: list[tuple[int, str]], amount: int, kind: str
+) -> None:
     credits = attribute(_touches(raw), _trigger(amount, kind), SETTINGS, "v")
     for model in MODELS:
         mine = [c for c in credits if c.model == model]
@@ -50,7 +64,9 @@ def test_credits_sum_exactly_to_the_amount_for_every_model(raw: list[tuple[int, 
 
 @settings(max_examples=100, deadline=None)
 @given(touch_lists, st.integers(min_value=1, max_value=10**7), st.randoms())
-def test_input_order_does_not_change_credits(raw: list[tuple[int, str]], amount: int, rnd: random.Random) -> None:
+def test_input_order_does_not_change_credits(
+    raw: list[tuple[int, str]], amount: int, rnd: random.Random
+) -> None:
     touches = _touches(raw)
     shuffled = list(touches)
     rnd.shuffle(shuffled)

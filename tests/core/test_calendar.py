@@ -22,25 +22,33 @@ calendars = st.sampled_from(CALENDARS)
 
 @settings(max_examples=300, deadline=None)
 @given(calendars, instants, durations)
-def test_deadline_never_precedes_start(cal: BusinessCalendar, start: datetime, seconds: int) -> None:
+def test_deadline_never_precedes_start(
+    cal: BusinessCalendar, start: datetime, seconds: int
+) -> None:
     assert cal.add(start, seconds) >= start
 
 
 @settings(max_examples=300, deadline=None)
 @given(calendars, instants, durations, durations)
-def test_adding_a_then_b_equals_adding_a_plus_b(cal: BusinessCalendar, start: datetime, a: int, b: int) -> None:
+def test_adding_a_then_b_equals_adding_a_plus_b(
+    cal: BusinessCalendar, start: datetime, a: int, b: int
+) -> None:
     assert cal.add(cal.add(start, a), b) == cal.add(start, a + b)
 
 
 @settings(max_examples=300, deadline=None)
 @given(calendars, instants, durations)
-def test_business_duration_inverts_add(cal: BusinessCalendar, start: datetime, seconds: int) -> None:
+def test_business_duration_inverts_add(
+    cal: BusinessCalendar, start: datetime, seconds: int
+) -> None:
     assert cal.business_seconds(start, cal.add(start, seconds)) == seconds
 
 
 @settings(max_examples=300, deadline=None)
 @given(calendars, instants, durations)
-def test_results_fall_inside_hours_and_never_on_holidays(cal: BusinessCalendar, start: datetime, seconds: int) -> None:
+def test_results_fall_inside_hours_and_never_on_holidays(
+    cal: BusinessCalendar, start: datetime, seconds: int
+) -> None:
     result = cal.add(start, seconds)
     assert cal.is_open(result)
     assert result.astimezone(cal.tz).date() not in cal.holidays
@@ -77,4 +85,6 @@ def test_holiday_is_skipped() -> None:
     christmas_eve_close = datetime(2026, 12, 24, 16, 0, tzinfo=UTC)  # 17:00 CET
     # 25th is a holiday (26th is a Saturday): next opening is Monday the 28th.
     assert cal.add(christmas_eve_close, 60) == datetime(2026, 12, 28, 8, 1, tzinfo=UTC)
-    assert cal.business_seconds(christmas_eve_close, datetime(2026, 12, 28, 9, 0, tzinfo=UTC)) == 3600
+    assert (
+        cal.business_seconds(christmas_eve_close, datetime(2026, 12, 28, 9, 0, tzinfo=UTC)) == 3600
+    )

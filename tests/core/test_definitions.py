@@ -18,7 +18,10 @@ RAW: dict[str, Any] = yaml.safe_load(DEFAULT_PATH.read_text())
 def test_packaged_default_loads_with_a_stable_version() -> None:
     defs = load_definitions()
     assert len(defs.teams) >= 2
-    assert {t.calendar.tz_name for t in defs.teams.values()} >= {"Europe/Berlin", "America/New_York"}
+    assert {t.calendar.tz_name for t in defs.teams.values()} >= {
+        "Europe/Berlin",
+        "America/New_York",
+    }
     assert defs.version == load_definitions().version
     assert len(defs.version) == 12
 

@@ -11,7 +11,14 @@ BASE = {"event_id": "e1", "occurred_at": "2026-03-02T10:00:00+01:00", "source": 
 
 
 def test_valid_event_round_trips_to_canonical_json() -> None:
-    obj = {**BASE, "event_type": "opportunity_created", "lead_id": "L1", "opportunity_id": "o1", "amount": "12.50", "currency": "EUR"}
+    obj = {
+        **BASE,
+        "event_type": "opportunity_created",
+        "lead_id": "L1",
+        "opportunity_id": "o1",
+        "amount": "12.50",
+        "currency": "EUR",
+    }
     event = parse_event(obj)
     assert event.amount_minor == 1250
     assert event_to_json(event) == {**obj, "occurred_at": "2026-03-02T09:00:00Z"}
@@ -31,7 +38,14 @@ def test_valid_event_round_trips_to_canonical_json() -> None:
     ],
 )
 def test_invalid_events_name_the_field(change: dict[str, object], field: str) -> None:
-    obj = {**BASE, "event_type": "touch", "lead_id": "L1", "touch_type": "ad_click", "channel": "email", **change}
+    obj = {
+        **BASE,
+        "event_type": "touch",
+        "lead_id": "L1",
+        "touch_type": "ad_click",
+        "channel": "email",
+        **change,
+    }
     with pytest.raises(InvalidEvent, match=field):
         parse_event(obj)
 
@@ -44,5 +58,13 @@ def test_amount_with_too_many_decimals_for_the_currency_is_invalid() -> None:
 
 
 def test_partition_key_is_the_lead_or_the_anonymous_id() -> None:
-    anon = parse_event({**BASE, "event_type": "touch", "anonymous_id": "A1", "touch_type": "ad_click", "channel": "email"})
+    anon = parse_event(
+        {
+            **BASE,
+            "event_type": "touch",
+            "anonymous_id": "A1",
+            "touch_type": "ad_click",
+            "channel": "email",
+        }
+    )
     assert partition_key(anon) == "A1"

@@ -7,7 +7,16 @@ import sys
 from pathlib import Path
 
 CORE = Path(__file__).resolve().parents[2] / "streams" / "core"
-FORBIDDEN = ("faust", "aiokafka", "kafka", "clickhouse_driver", "httpx", "fastavro", "orjson", "mode")
+FORBIDDEN = (
+    "faust",
+    "aiokafka",
+    "kafka",
+    "clickhouse_driver",
+    "httpx",
+    "fastavro",
+    "orjson",
+    "mode",
+)
 
 
 def test_core_imports_nothing_of_the_io_stack() -> None:

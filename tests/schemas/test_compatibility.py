@@ -33,7 +33,13 @@ def _sample(schema: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for field in schema["fields"]:
         kind = field["type"]
-        out[field["name"]] = None if isinstance(kind, list) else values.get(kind, {}) if isinstance(kind, str) else {}
+        out[field["name"]] = (
+            None
+            if isinstance(kind, list)
+            else values.get(kind, {})
+            if isinstance(kind, str)
+            else {}
+        )
     return out
 
 
@@ -60,8 +66,25 @@ def test_data_framed_with_the_old_id_decodes_into_the_current_shape() -> None:
 
     old_name = "io.leadflow.events.v1.Touch"
     codec = Codec()
-    framed = codec.encode(old_name, {"event_id": "e", "event_type": "touch", "occurred_at": "2026-01-01T00:00:00Z",
-                                     "source": "web", "touch_type": "ad_click", "channel": "email", "lead_id": "L1",
-                                     "anonymous_id": None})
-    assert decode_event(framed) == {"event_id": "e", "event_type": "touch", "occurred_at": "2026-01-01T00:00:00Z",
-                                    "source": "web", "touch_type": "ad_click", "channel": "email", "lead_id": "L1"}
+    framed = codec.encode(
+        old_name,
+        {
+            "event_id": "e",
+            "event_type": "touch",
+            "occurred_at": "2026-01-01T00:00:00Z",
+            "source": "web",
+            "touch_type": "ad_click",
+            "channel": "email",
+            "lead_id": "L1",
+            "anonymous_id": None,
+        },
+    )
+    assert decode_event(framed) == {
+        "event_id": "e",
+        "event_type": "touch",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "source": "web",
+        "touch_type": "ad_click",
+        "channel": "email",
+        "lead_id": "L1",
+    }

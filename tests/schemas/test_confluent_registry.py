@@ -64,9 +64,16 @@ def registry_url() -> Iterator[str]:
 
 def test_encode_registers_and_decode_fetches_by_id(registry_url: str) -> None:
     writer = Codec(ConfluentRegistry(registry_url))
-    event = {"event_id": "e1", "event_type": "lead_erased", "occurred_at": "2026-01-01T00:00:00Z",
-             "source": "privacy", "lead_id": "L1"}
+    event = {
+        "event_id": "e1",
+        "event_type": "lead_erased",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "source": "privacy",
+        "lead_id": "L1",
+    }
     framed = encode_event(event, writer)
-    assert int.from_bytes(framed[1:5], "big") >= 100  # id assigned by the registry, not the manifest
+    assert (
+        int.from_bytes(framed[1:5], "big") >= 100
+    )  # id assigned by the registry, not the manifest
     reader = Codec(ConfluentRegistry(registry_url))  # a fresh client: must fetch the schema by id
     assert decode_event(framed, reader) == event

@@ -14,9 +14,28 @@ from streams.replay import OUTPUT_FILES, replay_file
 
 DESIGN_FIELDS = {
     "transitions.jsonl": {"lead_id", "from_stage", "to_stage", "at", "event_id"},
-    "sla.jsonl": {"lead_id", "policy", "started_at", "due_at", "status", "met_at", "breached_at", "owner_id"},
-    "attribution.jsonl": {"lead_id", "opportunity_id", "trigger", "model", "touch_event_id", "channel",
-                          "campaign_id", "weight", "credit_minor", "currency"},
+    "sla.jsonl": {
+        "lead_id",
+        "policy",
+        "started_at",
+        "due_at",
+        "status",
+        "met_at",
+        "breached_at",
+        "owner_id",
+    },
+    "attribution.jsonl": {
+        "lead_id",
+        "opportunity_id",
+        "trigger",
+        "model",
+        "touch_event_id",
+        "channel",
+        "campaign_id",
+        "weight",
+        "credit_minor",
+        "currency",
+    },
     "lead_states.jsonl": {"lead_id", "stage", "score", "owner_id", "team_id"},
     "dead_letters.jsonl": {"line", "reason", "raw"},
 }
@@ -58,7 +77,9 @@ def test_one_sla_line_per_instance_and_credits_sum_to_amounts(replayed: Path) ->
     assert sums and all(sums[k] == amounts[k] for k in sums)
 
 
-def test_bad_lines_become_dead_letters_with_line_numbers(replayed: Path, generated_events: Path) -> None:
+def test_bad_lines_become_dead_letters_with_line_numbers(
+    replayed: Path, generated_events: Path
+) -> None:
     lines = generated_events.read_bytes().splitlines()
     for row in _rows(replayed / "dead_letters.jsonl"):
         assert row["reason"]
@@ -71,17 +92,40 @@ def test_replay_is_deterministic(generated_events: Path, replayed: Path, tmp_pat
         assert (tmp_path / name).read_bytes() == (replayed / name).read_bytes(), name
 
 
-def test_cli_prints_a_summary_and_fails_cleanly_on_a_missing_file(generated_events: Path, tmp_path: Path) -> None:
+def test_cli_prints_a_summary_and_fails_cleanly_on_a_missing_file(
+    generated_events: Path, tmp_path: Path
+) -> None:
     ok = subprocess.run(
-        [sys.executable, "-m", "leadflow", "replay", "--input", str(generated_events), "--output-dir", str(tmp_path),
-         "--until", "2026-06-01T00:00:00Z"],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "leadflow",
+            "replay",
+            "--input",
+            str(generated_events),
+            "--output-dir",
+            str(tmp_path),
+            "--until",
+            "2026-06-01T00:00:00Z",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert ok.returncode == 0, ok.stderr
     assert "events_per_s" in ok.stderr
     missing = subprocess.run(
-        [sys.executable, "-m", "leadflow", "replay", "--input", str(tmp_path / "nope.jsonl"), "--output-dir", str(tmp_path)],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "leadflow",
+            "replay",
+            "--input",
+            str(tmp_path / "nope.jsonl"),
+            "--output-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert missing.returncode == 1
     assert "Traceback" not in missing.stderr
