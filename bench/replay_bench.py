@@ -32,7 +32,15 @@ def _generate(leads: int, seed: int) -> Path:
         DATA.mkdir(exist_ok=True)
         tmp = path.with_suffix(".tmp")
         with open(tmp, "wb") as out:
-            generate(load_definitions(), out, leads=leads, days=365, seed=seed, start=date(2026, 1, 5), bad_fraction=0.001)
+            generate(
+                load_definitions(),
+                out,
+                leads=leads,
+                days=365,
+                seed=seed,
+                start=date(2026, 1, 5),
+                bad_fraction=0.001,
+            )
         tmp.rename(path)
     return path
 
@@ -67,13 +75,17 @@ def _phase_replay(path: Path) -> dict[str, float]:
 def _run(phase: str, path: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--phase", phase, "--input", str(path)],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     )
     return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--leads", type=int, default=80_000)
     parser.add_argument("--small-leads", type=int, default=20_000)
     parser.add_argument("--seed", type=int, default=1)
@@ -92,12 +104,19 @@ def main() -> None:
     replay_small = _run("replay", small)
     floor_rate = floor["events"] / floor["seconds"]
     replay_rate = replay["events"] / replay["seconds"]
-    per_lead = (replay["peak_rss_mb"] - replay_small["peak_rss_mb"]) * 1024 * 1024 / (
-        replay["leads"] - replay_small["leads"]
+    per_lead = (
+        (replay["peak_rss_mb"] - replay_small["peak_rss_mb"])
+        * 1024
+        * 1024
+        / (replay["leads"] - replay_small["leads"])
     )
     print(f"input: {big.name}: {replay['events']:,.0f} lines, {replay['leads']:,.0f} leads")
-    print(f"(a) floor  read + JSON decode : {floor_rate:>10,.0f} events/s   peak RSS {floor['peak_rss_mb']:,.0f} MB")
-    print(f"(b) full replay               : {replay_rate:>10,.0f} events/s   peak RSS {replay['peak_rss_mb']:,.0f} MB")
+    print(
+        f"(a) floor  read + JSON decode : {floor_rate:>10,.0f} events/s   peak RSS {floor['peak_rss_mb']:,.0f} MB"
+    )
+    print(
+        f"(b) full replay               : {replay_rate:>10,.0f} events/s   peak RSS {replay['peak_rss_mb']:,.0f} MB"
+    )
     print(f"ratio replay / floor          : {replay_rate / floor_rate:.3f}")
     print(
         f"memory: {replay_small['peak_rss_mb']:,.0f} MB at {replay_small['leads']:,.0f} leads, "

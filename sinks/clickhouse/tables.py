@@ -1,0 +1,22 @@
+"""Every ClickHouse table leadflow writes or reads: the one place table names live."""
+
+from __future__ import annotations
+
+MIGRATIONS = "schema_migrations"
+EVENTS = "events_raw"
+TRANSITIONS = "transitions"
+LEAD_STATE = "lead_state"
+SLA = "sla"
+ATTRIBUTION = "attribution"
+DEAD_LETTERS = "dead_letters"
+
+# output record kind (streams.core.records.OutputKind / replay file) -> table
+TABLE_OF_KIND = {
+    "transition": TRANSITIONS,
+    "sla": SLA,
+    "attribution": ATTRIBUTION,
+    "lead_state": LEAD_STATE,
+    "dead_letter": DEAD_LETTERS,
+}
+# tables that can hold a lead's personal data: erasure deletes the lead's rows there
+PERSONAL_DATA_TABLES = (EVENTS,)
