@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import Counter, defaultdict
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import typer
@@ -13,9 +13,13 @@ from rich.console import Console
 from rich.table import Table
 
 from leadflow.cli import app, build_settings
+from leadflow.commands.db import backend_for
 from leadflow.kafka_admin import create_topics
 from leadflow.producer import produce_file
 from leadflow.stack import EmbeddedStack
+from sinks.clickhouse.migrate import migrate
+from sinks.clickhouse.report import collect, render_html
+from sinks.clickhouse.writer import load_replay_output
 from streams.core.definitions import load_definitions
 from streams.core.lifecycle import FUNNEL
 from streams.generate import generate
@@ -28,7 +32,8 @@ def demo(
     days: int = typer.Option(90, "--days", min=1, help="Days of history"),
     seed: int = typer.Option(42, "--seed"),
 ) -> None:
-    """Start the stack, generate a B2B event stream, publish it to Kafka, replay it, show KPIs."""
+    """Start the stack, generate events, publish them to Kafka, replay them through the core,
+    load the results into ClickHouse and write the HTML report."""
     settings = build_settings()
     console = Console()
     took = EmbeddedStack(settings, log=lambda m: console.print(f"[dim]{m}[/dim]")).up()
@@ -52,6 +57,17 @@ def demo(
     replay_stats = replay_file(events, work / "out", defs)
     console.print(f"replayed: {summary(replay_stats)}")
     _show_kpis(work / "out", defs.version, console)
+    backend = backend_for(settings)
+    migrate(backend)
+    counts = load_replay_output(backend, work / "out", events)
+    console.print(
+        f"loaded {sum(counts.values()):,} rows into ClickHouse database {settings.clickhouse_database}"
+    )
+    page = work / "report.html"
+    page.write_text(
+        render_html(collect(backend), generated_at=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+    )
+    console.print(f"HTML report (open in a browser, no network needed): {page}")
 
 
 def _rows(path: Path) -> list[dict[str, object]]:

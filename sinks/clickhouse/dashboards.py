@@ -178,7 +178,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         [
             Panel(
                 "Model comparison: won revenue by channel",
-                "SELECT channel, "
+                "SELECT concat(channel, ' · ', currency) AS channel_currency, "
                 + ", ".join(
                     f"sumIf(credit_minor, model = '{m}') / 100 AS {m}"
                     for m in (
@@ -192,7 +192,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                     )
                 )
                 + " FROM attribution FINAL WHERE trigger = 'deal_won' AND $__timeFilter(trigger_at) "
-                "GROUP BY channel ORDER BY linear DESC",
+                "GROUP BY channel_currency ORDER BY linear DESC",
+                description="Amounts are in each deal's currency; channels are split by currency.",
             ),
             Panel(
                 "Per-deal explain",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +23,9 @@ from sinks.clickhouse.dashboards import (
 from sinks.clickhouse.migrate import MIGRATIONS_DIR, MigrationError, migrate, migrations
 from sinks.clickhouse.rows import COLUMNS
 from sinks.clickhouse.writer import erase_leads, load_replay_output
-from streams.core.definitions import load_definitions
-from streams.replay import replay_file
 
 PANELS = panels_from_files()
 EVERYTHING = (0, 4102444800)
-
-
-@pytest.fixture(scope="module")
-def replay_dir(generated_events: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("replay")
-    replay_file(generated_events, out, load_definitions(), until=None)
-    return out
-
-
-@pytest.fixture
-def server(stack: Settings, unique_name: Callable[[str], str]) -> Iterator[ServerBackend]:
-    backend = ServerBackend(
-        stack.clickhouse_host, stack.clickhouse_port, unique_name("db").replace("-", "_")
-    )
-    backend.create_database()
-    yield backend
-    Client(host=stack.clickhouse_host, port=stack.clickhouse_port).execute(
-        f"DROP DATABASE IF EXISTS {backend.database}"
-    )
-
-
-@pytest.fixture(scope="module")
-def chdb_loaded(
-    replay_dir: Path, generated_events: Path, tmp_path_factory: pytest.TempPathFactory
-) -> ChdbBackend:
-    backend = ChdbBackend(str(tmp_path_factory.mktemp("chdb")), "leadflow")
-    backend.create_database()
-    migrate(backend)
-    load_replay_output(backend, replay_dir, generated_events)
-    return backend
 
 
 def _ddl_columns(backend: Backend, table: str) -> list[str]:
