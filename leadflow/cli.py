@@ -37,6 +37,7 @@ def _register_commands() -> None:
         generate,
         produce,
         replay,
+        sink,
         stack,
         topics,
     )

@@ -20,7 +20,7 @@ from schemas.errors import LeadflowError
 CLICKHOUSE_INSTALL = "apt-get update && apt-get install -y clickhouse-server"
 # Tansu does not set SO_REUSEADDR: its port stays unusable for up to ~40 s after a stop.
 TIME_WAIT_RETRY_S = 60.0
-READY_TIMEOUT_S = 30.0
+READY_TIMEOUT_S = 60.0
 
 
 class StackError(LeadflowError):
@@ -284,23 +284,29 @@ class EmbeddedStack:
 
     def down(self) -> list[str]:
         """Stop only the processes this state dir started; returns what was stopped."""
-        stopped = []
-        for component in (self._kafka, self._clickhouse):
-            pid = self._our_pid(component)
-            if pid is None:
-                self._pidfile(component).unlink(missing_ok=True)
-                continue
-            os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(
-                pid, signal.SIGTERM
-            )
-            deadline = time.monotonic() + 15
-            while _alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            if _alive(pid):
-                os.kill(pid, signal.SIGKILL)
+        stopped = [self._stop(c) for c in (self._kafka, self._clickhouse)]
+        return [s for s in stopped if s]
+
+    def stop_clickhouse(self) -> None:
+        """Stop only ClickHouse (to rehearse an outage); `up()` starts it again."""
+        self._stop(self._clickhouse)
+
+    def _stop(self, component: _Component) -> str | None:
+        pid = self._our_pid(component)
+        if pid is None:
             self._pidfile(component).unlink(missing_ok=True)
-            stopped.append(f"{component.name} (pid {pid})")
-        return stopped
+            return None
+        os.killpg(pid, signal.SIGTERM) if _is_group_leader(pid) else os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+        self._pidfile(component).unlink(missing_ok=True)
+        # a stopped server can hold its listening socket a moment longer
+        while port_in_use(self.settings.host, component.port) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"{component.name} (pid {pid})"
 
     def status(self) -> list[ComponentStatus]:
         """One line per component: address, pid if ours, health."""
@@ -433,10 +439,15 @@ class EmbeddedStack:
         )
 
     def _wait_ready(self, component: _Component, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        started = time.monotonic()
+        deadline = started + timeout_s
+        announced = False
         while time.monotonic() < deadline:
             if component.healthy():
                 return
+            if not announced and time.monotonic() - started > 5:
+                self.log(f"waiting for {component.name} on port {component.port} ...")
+                announced = True
             pid = self._our_pid(component)
             if pid is None and not component.healthy():
                 break

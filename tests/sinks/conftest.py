@@ -44,3 +44,17 @@ def chdb_loaded(
     migrate(backend)
     load_replay_output(backend, replay_dir, generated_events)
     return backend
+
+
+@pytest.fixture
+def server_backend(stack: Settings, unique_name: Callable[[str], str]) -> Iterator[ServerBackend]:
+    """A migrated, empty database on the shared server, dropped afterwards."""
+    backend = ServerBackend(
+        stack.clickhouse_host, stack.clickhouse_port, unique_name("db").replace("-", "_")
+    )
+    backend.create_database()
+    migrate(backend)
+    yield backend
+    Client(host=stack.clickhouse_host, port=stack.clickhouse_port).execute(
+        f"DROP DATABASE IF EXISTS {backend.database}"
+    )

@@ -1,0 +1,156 @@
+"""The sink against the real broker and ClickHouse: everything arrives once, bad rows dead-letter,
+and a ClickHouse outage holds the batch (bounded) until the server is back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+
+from aiokafka import AIOKafkaProducer
+
+from leadflow.settings import Settings
+from leadflow.stack import EmbeddedStack
+from schemas.serde import encode_record
+from sinks.clickhouse import tables
+from sinks.clickhouse.backend import ServerBackend
+from sinks.clickhouse.migrate import migrate
+from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, make_consumer
+from sinks.clickhouse.writer import REPLAY_FILES
+from tests.conftest import free_port
+
+KIND_OF_TABLE = {
+    tables.TRANSITIONS: "transition",
+    tables.SLA: "sla",
+    tables.ATTRIBUTION: "attribution",
+    tables.LEAD_STATE: "lead_state",
+    tables.DEAD_LETTERS: "dead_letter",
+}
+
+
+async def _publish(
+    bootstrap: str, topic_of_table: dict[str, str], replay_dir: Path, extra: list[tuple[str, bytes]]
+) -> int:
+    import orjson
+
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=5)
+    await producer.start()
+    sent = 0
+    try:
+        for name, table in REPLAY_FILES.items():
+            for line in (replay_dir / name).read_bytes().splitlines():
+                record = orjson.loads(line)
+                await producer.send(
+                    topic_of_table[table],
+                    encode_record(KIND_OF_TABLE[table], record),
+                    key=str(record.get("lead_id") or "").encode(),
+                )
+                sent += 1
+        for topic, value in extra:
+            await producer.send(topic, value)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+async def _run_until(sink: ClickHouseSink, done: Callable[[], bool], timeout_s: float = 90) -> None:
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    async with asyncio.timeout(timeout_s):
+        while not done():
+            await asyncio.sleep(0.2)
+    stop.set()
+    await task
+
+
+def _counts(backend: ServerBackend) -> dict[str, int]:
+    return {t: backend.execute(f"SELECT count() FROM {t} FINAL")[0][0] for t in KIND_OF_TABLE}
+
+
+def test_sink_delivers_every_record_once_and_dead_letters_bad_ones(
+    stack: Settings,
+    replay_dir: Path,
+    unique_name: Callable[[str], str],
+    server_backend: ServerBackend,
+) -> None:
+    topic_of_table = {t: unique_name(t) for t in KIND_OF_TABLE}
+    table_of_topic = {v: k for k, v in topic_of_table.items()}
+    expected = {t: len((replay_dir / n).read_bytes().splitlines()) for n, t in REPLAY_FILES.items()}
+    garbage = [(topic_of_table[tables.TRANSITIONS], b"\x00\x00\x00\x00\x10garbage")]
+
+    async def scenario() -> ClickHouseSink:
+        await _publish(stack.bootstrap, topic_of_table, replay_dir, garbage)
+        consumer = make_consumer(stack.bootstrap, list(table_of_topic), unique_name("g"))
+        await consumer.start()
+        try:
+            sink = ClickHouseSink(
+                server_backend, consumer, table_of_topic, SinkConfig(batch_rows=2000, linger_s=0.3)
+            )
+            total = sum(expected.values()) + 1
+            await _run_until(sink, lambda: sink.rows_written >= total)
+        finally:
+            await consumer.stop()
+        return sink
+
+    asyncio.run(scenario())
+    counts = _counts(server_backend)
+    assert counts[tables.DEAD_LETTERS] == expected[tables.DEAD_LETTERS] + 1
+    for table in (tables.TRANSITIONS, tables.SLA, tables.ATTRIBUTION):
+        assert counts[table] == expected[table], table
+    reason = server_backend.execute(
+        "SELECT reason FROM dead_letters WHERE source_topic = %(t)s",
+        {"t": topic_of_table[tables.TRANSITIONS]},
+    )
+    assert reason and "transitions" in reason[0][0]
+
+
+def test_clickhouse_outage_holds_the_batch_and_everything_arrives(
+    stack: Settings, replay_dir: Path, unique_name: Callable[[str], str], tmp_path: Path
+) -> None:
+    own = Settings(
+        state_dir=tmp_path / "ch",
+        kafka_port=free_port(),
+        clickhouse_port=free_port(),
+        clickhouse_http_port=free_port(),
+    )
+    private = EmbeddedStack(own)
+    private.up()
+    try:
+        backend = ServerBackend(own.clickhouse_host, own.clickhouse_port, "leadflow")
+        backend.create_database()
+        migrate(backend)
+        topic_of_table = {t: unique_name(t) for t in KIND_OF_TABLE}
+        table_of_topic = {v: k for k, v in topic_of_table.items()}
+        expected = sum(len((replay_dir / n).read_bytes().splitlines()) for n in REPLAY_FILES)
+
+        async def scenario() -> None:
+            consumer = make_consumer(stack.bootstrap, list(table_of_topic), unique_name("g"))
+            await consumer.start()
+            try:
+                sink = ClickHouseSink(
+                    backend,
+                    consumer,
+                    table_of_topic,
+                    SinkConfig(batch_rows=500, linger_s=0.2, retry_initial_s=0.1, retry_max_s=0.5),
+                )
+                stop = asyncio.Event()
+                task = asyncio.create_task(sink.run(stop))
+                private.stop_clickhouse()
+                await _publish(stack.bootstrap, topic_of_table, replay_dir, [])
+                await asyncio.sleep(3)
+                assert sink.rows_written == 0
+                assert len(sink._pending) <= 500  # bounded: no fetching while the insert retries
+                private.up()
+                async with asyncio.timeout(90):
+                    while sink.rows_written < expected:
+                        await asyncio.sleep(0.2)
+                stop.set()
+                await task
+            finally:
+                await consumer.stop()
+
+        asyncio.run(scenario())
+        assert sum(_counts(backend).values()) == expected
+    finally:
+        private.down()
