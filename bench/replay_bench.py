@@ -72,6 +72,14 @@ def _phase_replay(path: Path) -> dict[str, float]:
     return {"events": stats.events + stats.dead_letters, "leads": stats.leads, "seconds": seconds}
 
 
+def _peak_rss_mb() -> float:
+    # VmHWM restarts at exec; ru_maxrss can carry the parent's peak across fork+exec.
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def _run(phase: str, path: Path) -> dict[str, float]:
     out = subprocess.run(
         [sys.executable, __file__, "--phase", phase, "--input", str(path)],
@@ -94,7 +102,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.phase:
         result = _phase_floor(args.input) if args.phase == "floor" else _phase_replay(args.input)
-        result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        result["peak_rss_mb"] = _peak_rss_mb()
         print(json.dumps(result))
         return
     big = _generate(args.leads, args.seed)

@@ -40,6 +40,7 @@ def _register_commands() -> None:
         sink,
         stack,
         topics,
+        worker,
     )
 
 

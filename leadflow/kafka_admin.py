@@ -7,7 +7,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
 from schemas.errors import LeadflowError
-from streams.topics import topic_specs
+from streams.topics import TopicSpec, topic_specs
 
 
 class BrokerUnavailable(LeadflowError):
@@ -27,14 +27,15 @@ def admin_client(bootstrap: str) -> KafkaAdminClient:
         ) from None
 
 
-def create_topics(
-    bootstrap: str, partitions: int, names: tuple[str, ...] | None = None
-) -> tuple[list[str], list[str]]:
-    """Create the spec'd topics that are missing; returns (created, already existing)."""
+def create_topics(bootstrap: str, partitions: int, prefix: str = "") -> tuple[list[str], list[str]]:
+    """Create the spec'd topics (names with `prefix`, for tests) that are missing;
+    returns (created, already existing)."""
     admin = admin_client(bootstrap)
     try:
         existing = set(admin.list_topics())
-        specs = [s for s in topic_specs(partitions) if names is None or s.name in names]
+        specs = [
+            TopicSpec(prefix + s.name, s.partitions, s.configs) for s in topic_specs(partitions)
+        ]
         missing = [s for s in specs if s.name not in existing]
         created = []
         for spec in missing:

@@ -1,0 +1,260 @@
+"""The one faust.App of leadflow: its topics, tables and agents, built from worker settings.
+
+Agents are thin: decode, call the core (streams.core.engine / identity), update the table, send.
+All lead-keyed topics and tables share one partition count (checked at start-up), so a lead's
+events, its state and the messages forwarded to it land on the same worker.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import logging
+import pickle
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Literal
+
+import faust
+import orjson
+
+from schemas.errors import LeadflowError
+from schemas.registry import SchemaError
+from schemas.serde import decode_event, encode_record
+from streams import tansu, topics
+from streams.core import engine
+from streams.core.definitions import Definitions
+from streams.core.errors import InvalidEvent
+from streams.core.events import MAX_EVENT_BYTES, Event, parse_event
+from streams.core.identity import Message, apply_anonymous, is_anonymous_message, message_key
+from streams.core.records import OutputKind, Record
+
+log = logging.getLogger("leadflow.worker")
+
+
+def _read_only(mapping: dict[str, Any]) -> MappingProxyType[str, Any]:
+    return MappingProxyType(mapping)
+
+
+# Lead state holds read-only mappings; let pickle (the table codec) carry them.
+copyreg.pickle(MappingProxyType, lambda m: (_read_only, (dict(m),)))
+
+OUTPUT_TOPIC = {
+    OutputKind.TRANSITION: topics.TRANSITIONS,
+    OutputKind.SLA: topics.SLA,
+    OutputKind.ATTRIBUTION: topics.ATTRIBUTION,
+    OutputKind.LEAD_STATE: topics.LEAD_STATE,
+}
+
+
+class CoPartitioningError(LeadflowError):
+    """Lead-keyed topics do not share one partition count."""
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """What the worker needs, built once from leadflow.settings.Settings by the front door."""
+
+    bootstrap: str
+    partitions: int = 4
+    clock: Literal["live", "event"] = "live"
+    input_format: Literal["avro", "json"] = "avro"
+    store: str = "memory://"
+    fetch_max_wait_ms: int = 100
+    app_id: str = "leadflow"
+    topic_prefix: str = ""
+    tick_interval_s: float = 1.0
+    data_dir: str = ".leadflow/worker"
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Fire a lead's SLA timers at `now` (sent by the timer through the internal topic)."""
+
+    lead_id: str
+    now: datetime
+
+
+def decode_input(value: bytes, fmt: str) -> Event:
+    """Input bytes (framed Avro, or canonical JSON) → validated Event; InvalidEvent/SchemaError."""
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event: larger than {MAX_EVENT_BYTES} bytes")
+    if fmt == "json" or value[:1] == b"{":
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise InvalidEvent("event: not valid JSON") from None
+    else:
+        obj = decode_event(value)
+    return parse_event(obj)
+
+
+def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
+    """Build the Faust app with its topics, tables, agents and the SLA timer."""
+    tansu.configure(config.fetch_max_wait_ms, config.bootstrap)
+    app = faust.App(
+        config.app_id,
+        broker=f"leadflow://{config.bootstrap}",
+        store=config.store,
+        datadir=config.data_dir,
+        topic_partitions=config.partitions,
+        broker_session_timeout=6.0,
+        broker_heartbeat_interval=1.0,
+        consumer_auto_offset_reset="earliest",
+        producer_linger_ms=5,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        table_cleanup_interval=3600.0,
+        processing_guarantee="at_least_once",
+    )
+    name = lambda topic: config.topic_prefix + topic  # noqa: E731
+    input_topic = app.topic(
+        *(name(t) for t in topics.INPUT_TOPICS), key_type=bytes, value_type=bytes
+    )
+    internal_topic = app.topic(
+        name(topics.LEAD_EVENTS), key_type=bytes, value_type=bytes, partitions=config.partitions
+    )
+    outputs = {
+        kind: app.topic(name(t), key_type=bytes, value_type=bytes)
+        for kind, t in OUTPUT_TOPIC.items()
+    }
+    dlq_topic = app.topic(name(topics.DLQ), key_type=bytes, value_type=bytes)
+    # values are pickled core state (bytes), keys the raw lead/anonymous id
+    lead_to_state = app.Table(
+        "lead_to_state", partitions=config.partitions, key_type=bytes, value_type=bytes
+    )
+    anonymous_to_touches = app.Table(
+        "anonymous_to_touches", partitions=config.partitions, key_type=bytes, value_type=bytes
+    )
+
+    def load(table: Any, key: bytes) -> Any:
+        raw = table.get(key)
+        return None if raw is None else pickle.loads(raw)
+
+    def store(table: Any, key: bytes, value: object) -> None:
+        if value is None:
+            table.pop(key, None)
+        else:
+            table[key] = pickle.dumps(value)
+
+    watermark = {"at": None}
+
+    def send_outputs(records: tuple[Record, ...]) -> None:
+        for record in records:
+            key = (
+                getattr(record, "lead_id", None) or getattr(record, "team_id", None) or ""
+            ).encode()
+            outputs[record.kind].send_soon(
+                key=key, value=encode_record(str(record.kind), record.as_dict())
+            )
+
+    def forward(messages: tuple[Message, ...] | list[Any]) -> None:
+        for message in messages:
+            internal_topic.send_soon(key=message_key(message).encode(), value=pickle.dumps(message))
+
+    def apply(message: Message | Tick) -> None:
+        if isinstance(message, Tick):
+            key = message.lead_id.encode()
+            state = load(lead_to_state, key)
+            if state is not None:
+                step = engine.tick(state, message.now, defs)
+                store(lead_to_state, key, step.state)
+                send_outputs(step.outputs)
+            return
+        key = message_key(message).encode()
+        if is_anonymous_message(message):
+            anon, forwards = apply_anonymous(load(anonymous_to_touches, key), message)
+            store(anonymous_to_touches, key, anon)
+            forward(list(forwards))
+            return
+        step = engine.apply(load(lead_to_state, key), message, defs)
+        store(lead_to_state, key, step.state)
+        send_outputs(step.outputs)
+        forward(step.forwards)
+
+    def advance(event: Event) -> None:
+        if watermark["at"] is None or event.occurred_at > watermark["at"]:
+            watermark["at"] = event.occurred_at
+
+    @app.agent(input_topic)
+    async def apply_input_events(stream: Any) -> None:
+        async for event in stream.events():
+            value = event.message.value or b""
+            try:
+                decoded = decode_input(value, config.input_format)
+            except (InvalidEvent, SchemaError) as exc:
+                await dlq_topic.send(
+                    key=event.message.key,
+                    value=value,
+                    headers={
+                        "reason": str(exc).encode(),
+                        "error_class": exc.__class__.__name__.encode(),
+                        "source_topic": event.message.topic.encode(),
+                        "source_partition": str(event.message.partition).encode(),
+                        "source_offset": str(event.message.offset).encode(),
+                    },
+                )
+                continue
+            advance(decoded)
+            try:
+                apply(decoded)
+            except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
+                log.exception("event %s could not be applied", decoded.event_id)
+                await dlq_topic.send(
+                    key=event.message.key,
+                    value=value,
+                    headers={
+                        "reason": f"not applied: {exc.__class__.__name__}: {exc}"[:500].encode(),
+                        "error_class": exc.__class__.__name__.encode(),
+                        "source_topic": event.message.topic.encode(),
+                        "source_partition": str(event.message.partition).encode(),
+                        "source_offset": str(event.message.offset).encode(),
+                    },
+                )
+
+    @app.agent(internal_topic)
+    async def apply_forwarded_messages(stream: Any) -> None:
+        async for value in stream:
+            apply(pickle.loads(value))
+
+    @app.timer(config.tick_interval_s)
+    async def fire_sla_timers() -> None:
+        now = datetime.now(UTC) if config.clock == "live" else watermark["at"]
+        if now is None:
+            return
+        for key, raw in list(lead_to_state.items()):
+            state = pickle.loads(raw)
+            due = engine.next_deadline(state, defs)
+            if due is not None and due <= now:
+                internal_topic.send_soon(key=key, value=pickle.dumps(Tick(state.lead_id, now)))
+
+    @app.task
+    async def check_co_partitioning() -> None:
+        await _check_partitions(
+            app, config, [name(t) for t in (*topics.INPUT_TOPICS, *topics.INTERNAL_TOPICS)]
+        )
+
+    app.leadflow_started_at = time.time()  # type: ignore[attr-defined]
+    return app
+
+
+async def _check_partitions(app: faust.App, config: WorkerConfig, names: list[str]) -> None:
+    from aiokafka import AIOKafkaConsumer
+
+    probe = AIOKafkaConsumer(bootstrap_servers=config.bootstrap)
+    await probe.start()
+    try:
+        await probe.topics()
+        counts = {n: len(probe.partitions_for_topic(n) or ()) for n in names}
+    finally:
+        await probe.stop()
+    wrong = {n: c for n, c in counts.items() if c and c != config.partitions}
+    if wrong:
+        message = (
+            f"lead-keyed topics must all have {config.partitions} partitions (LEADFLOW_PARTITIONS) "
+            f"so a lead's events and state meet on one worker; found {wrong}"
+        )
+        log.error(message)
+        await app.crash(CoPartitioningError(message))
