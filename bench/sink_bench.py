@@ -137,6 +137,55 @@ async def _sink(
     return expected / elapsed
 
 
+def _rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def _outage(
+    stack: EmbeddedStack,
+    backend: ServerBackend,
+    bootstrap: str,
+    records: dict[str, list[dict[str, object]]],
+    batch_rows: int,
+) -> tuple[int, float, float, float]:
+    """Stop ClickHouse, pour every row into fresh topics, and watch the sink hold them;
+    returns (max buffered rows, RSS before, max RSS during, seconds to drain after restart)."""
+    topic_of_table = {t: f"outage-{t}-{uuid.uuid4().hex[:6]}" for t in records}
+    consumer = make_consumer(
+        bootstrap, list(topic_of_table.values()), f"outage-{uuid.uuid4().hex[:6]}"
+    )
+    await consumer.start()
+    sink = ClickHouseSink(
+        backend,
+        consumer,
+        {v: k for k, v in topic_of_table.items()},
+        SinkConfig(batch_rows=batch_rows, linger_s=0.5, retry_max_s=1.0),
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(sink.run(stop))
+    stack.stop_clickhouse()
+    before = _rss_mb()
+    await _preload(bootstrap, topic_of_table, records)
+    peak_rows, peak_rss = 0, before
+    for _ in range(50):
+        await asyncio.sleep(0.2)
+        peak_rows = max(peak_rows, len(sink._pending))
+        peak_rss = max(peak_rss, _rss_mb())
+    await asyncio.to_thread(stack.up)
+    started = time.perf_counter()
+    total = sum(len(v) for v in records.values())
+    while sink.rows_written < total:
+        await asyncio.sleep(0.05)
+    drained = time.perf_counter() - started
+    stop.set()
+    await task
+    await consumer.stop()
+    return peak_rows, before, peak_rss, drained
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
