@@ -225,6 +225,12 @@ def main() -> None:
             sink_rate = asyncio.run(
                 _sink(sink_db, settings.bootstrap, {v: k for k, v in topic_of_table.items()}, total)
             )
+            outage_db = ServerBackend("127.0.0.1", settings.clickhouse_port, "bench_outage")
+            outage_db.create_database()
+            migrate(outage_db)
+            held, rss_before, rss_peak, drained = asyncio.run(
+                _outage(stack, outage_db, settings.bootstrap, records, batch_rows=10_000)
+            )
         finally:
             stack.down()
     floor = min(insert_rate, consume_rate)
@@ -234,6 +240,11 @@ def main() -> None:
     print(f"(c) leadflow sink, topics → ClickHouse         : {sink_rate:>10,.0f} rows/s")
     print(
         f"ratio sink / min(a, b)                         : {sink_rate / floor:.2f}  (target ≥ 0.4)"
+    )
+    print(
+        f"ClickHouse down 10 s while {total:,} rows arrive: at most {held:,} rows held "
+        f"(batch 10,000), RSS {rss_before:,.0f} → {rss_peak:,.0f} MB; all rows in ClickHouse "
+        f"{drained:.1f} s after it came back"
     )
     print(
         f"peak RSS of this process                       : {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MB"

@@ -189,7 +189,10 @@ class ClickHouseSink:
                     )
             metrics.SINK_BUFFERED.set(len(self._pending))
             due = self.clock() - last_flush >= self.config.linger_s
-            if len(self._pending) >= self.config.batch_rows or (due and self._pending):
+            caught_up = not batch  # nothing more to fetch: waiting longer only adds latency
+            if len(self._pending) >= self.config.batch_rows or (
+                (due or caught_up) and self._pending
+            ):
                 await self.flush()
                 await self.consumer.commit()
                 last_flush = self.clock()
