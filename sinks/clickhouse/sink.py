@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer
-from clickhouse_driver.errors import ServerException
+from clickhouse_driver.errors import ServerException, TypeMismatchError
 
 from schemas.registry import SchemaError
 from schemas.serde import decode_record
@@ -41,7 +41,15 @@ TABLE_OF_TOPIC = {
     topics.LEAD_STATE: tables.LEAD_STATE,
     topics.DLQ: tables.DEAD_LETTERS,
 }
-DATA_ERRORS = (ServerException, TypeError, ValueError, struct.error, OverflowError, KeyError)
+DATA_ERRORS = (
+    ServerException,
+    TypeMismatchError,
+    TypeError,
+    ValueError,
+    struct.error,
+    OverflowError,
+    KeyError,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +62,17 @@ class SinkConfig:
     retry_max_s: float = 10.0
 
 
+def _printable(raw: bytes) -> str:
+    """Text as it is; binary (e.g. broken Avro) as `base64:…` so nothing is lost."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is None or any(ch < " " and ch not in "\t\n\r" for ch in text):
+        return "base64:" + base64.b64encode(raw).decode()
+    return text
+
+
 def _dead_letter(
     reason: str, raw: bytes, topic: str, partition: int, offset: int
 ) -> dict[str, Any]:
@@ -61,7 +80,7 @@ def _dead_letter(
         "record_id": record_id("sink", topic, partition, offset),
         "reason": reason,
         "error_class": "SinkRejected",
-        "raw": base64.b64encode(raw).decode(),
+        "raw": _printable(raw),
         "line": None,
         "source_topic": topic,
         "source_partition": partition,

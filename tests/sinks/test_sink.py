@@ -154,3 +154,33 @@ def test_clickhouse_outage_holds_the_batch_and_everything_arrives(
         assert sum(_counts(backend).values()) == expected
     finally:
         private.down()
+
+
+def test_a_row_clickhouse_refuses_goes_to_dead_letters_and_the_rest_arrives(
+    server_backend: ServerBackend,
+) -> None:
+    good = {
+        "record_id": "r-good",
+        "lead_id": "L1",
+        "from_stage": None,
+        "to_stage": "inquiry",
+        "at": "2026-01-05T09:00:00Z",
+        "event_id": "e1",
+        "skipped_stages": [],
+        "episode": 1,
+        "reason": None,
+        "owner_id": None,
+        "team_id": "emea",
+        "definitions_version": "v",
+    }
+    bad = {**good, "record_id": "r-bad", "episode": 70_000}  # episode is UInt16: out of range
+    sink = ClickHouseSink(server_backend, None, {"t": tables.TRANSITIONS})  # type: ignore[arg-type]
+    import orjson
+
+    sink.add("t", 0, 1, orjson.dumps(good))
+    sink.add("t", 0, 2, orjson.dumps(bad))
+    asyncio.run(sink.flush())
+    assert server_backend.execute("SELECT record_id FROM transitions") == [("r-good",)]
+    letters = server_backend.execute("SELECT reason, raw FROM dead_letters")
+    assert len(letters) == 1
+    assert "refused" in letters[0][0] and "r-bad" in letters[0][1]
