@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from streams.core.attribution import MODELS
+
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "dashboards"
 DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "leadflow-clickhouse"}
 FUNNEL = "['inquiry', 'mql', 'sal', 'sql', 'opportunity', 'customer']"
@@ -179,18 +181,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             Panel(
                 "Model comparison: won revenue by channel",
                 "SELECT concat(channel, ' · ', currency) AS channel_currency, "
-                + ", ".join(
-                    f"sumIf(credit_minor, model = '{m}') / 100 AS {m}"
-                    for m in (
-                        "first_touch",
-                        "last_touch",
-                        "linear",
-                        "time_decay",
-                        "position_based",
-                        "w_shaped",
-                        "full_path",
-                    )
-                )
+                + ", ".join(f"sumIf(credit_minor, model = '{m}') / 100 AS {m}" for m in MODELS)
                 + " FROM attribution FINAL WHERE trigger = 'deal_won' AND $__timeFilter(trigger_at) "
                 "GROUP BY channel_currency ORDER BY linear DESC",
                 description="Amounts are in each deal's currency; channels are split by currency.",
