@@ -284,12 +284,18 @@ def next_deadline(instances: tuple[SlaInstance, ...], defs: Definitions) -> date
 
 @dataclass(frozen=True, slots=True)
 class WeeklyMqlTally:
-    """MQL counts per (team, ISO week start in the team's time zone) not yet closed."""
+    """MQL counts per (team, ISO week start in the team's time zone) not yet reported.
+
+    `open_from` is, per team, the first week not yet reported. Every team's weeks open with the
+    first MQL counted for any team, so a week with no MQL at all is reported (as a breach) too.
+    An MQL whose week was already reported (a very late event) is not re-reported.
+    """
 
     counts: Mapping[tuple[str, date], int]
+    open_from: Mapping[str, date]
 
 
-EMPTY_TALLY = WeeklyMqlTally({})
+EMPTY_TALLY = WeeklyMqlTally({}, {})
 
 
 def _week_start(at: datetime, team_id: str, defs: Definitions) -> date:
@@ -308,57 +314,69 @@ def count_mql(
     tally: WeeklyMqlTally, team_id: str, at: datetime, defs: Definitions
 ) -> WeeklyMqlTally:
     """Count one MQL for the team's week containing `at`."""
-    key = (team_id, _week_start(at, team_id, defs))
+    open_from = dict(tally.open_from)
+    if not open_from:
+        open_from = {team: _week_start(at, team, defs) for team in defs.teams}
+    week = _week_start(at, team_id, defs)
+    if week < open_from[team_id]:
+        return WeeklyMqlTally(tally.counts, open_from)
     counts = dict(tally.counts)
-    counts[key] = counts.get(key, 0) + 1
-    return WeeklyMqlTally(counts)
+    counts[(team_id, week)] = counts.get((team_id, week), 0) + 1
+    return WeeklyMqlTally(counts, open_from)
 
 
 def close_weeks(
     tally: WeeklyMqlTally, now: datetime, defs: Definitions
 ) -> tuple[WeeklyMqlTally, tuple[SlaRecord, ...]]:
-    """Emit a met/breached record for every counted week that ended at or before `now`."""
+    """A met/breached record for every open week of every team that ended at or before `now`."""
     records = []
     counts = dict(tally.counts)
-    for (team_id, week), actual in sorted(tally.counts.items()):
-        started_at, due_at = _week_bounds(team_id, week, defs)
-        if due_at > now:
-            continue
-        del counts[(team_id, week)]
-        target = defs.teams[team_id].weekly_mql_target
-        status = SlaStatus.MET if actual >= target else SlaStatus.BREACHED
-        instance_id = record_id(WEEKLY_TARGET_POLICY, team_id, week.isoformat())
-        records.append(
-            SlaRecord(
-                record_id=record_id(instance_id, status),
-                instance_id=instance_id,
-                lead_id=None,
-                policy=WEEKLY_TARGET_POLICY,
-                event=SlaEvent.MET if status is SlaStatus.MET else SlaEvent.BREACHED,
-                status=status,
-                started_at=started_at,
-                due_at=due_at,
-                warn_at=None,
-                breach_at=due_at,
-                met_at=due_at if status is SlaStatus.MET else None,
-                breached_at=due_at if status is SlaStatus.BREACHED else None,
-                warned_at=None,
-                escalated_at=None,
-                corrected_at=None,
-                owner_id=defs.teams[team_id].manager_id,
-                team_id=team_id,
-                escalate_to=None,
-                business_seconds=None,
-                target=target,
-                actual=actual,
-                at=due_at,
-                definitions_version=defs.version,
-            )
-        )
-    return WeeklyMqlTally(counts), tuple(records)
+    open_from = dict(tally.open_from)
+    for team_id in sorted(open_from):
+        week = open_from[team_id]
+        for _ in range(_MAX_WEEKS_CLOSED_AT_ONCE):
+            started_at, due_at = _week_bounds(team_id, week, defs)
+            if due_at > now:
+                break
+            records.append(_weekly_record(team_id, week, counts.pop((team_id, week), 0), defs))
+            week += timedelta(days=7)
+        open_from[team_id] = week
+    return WeeklyMqlTally(counts, open_from), tuple(records)
+
+
+def _weekly_record(team_id: str, week: date, actual: int, defs: Definitions) -> SlaRecord:
+    started_at, due_at = _week_bounds(team_id, week, defs)
+    target = defs.teams[team_id].weekly_mql_target
+    status = SlaStatus.MET if actual >= target else SlaStatus.BREACHED
+    instance_id = record_id(WEEKLY_TARGET_POLICY, team_id, week.isoformat())
+    return SlaRecord(
+        record_id=record_id(instance_id, status),
+        instance_id=instance_id,
+        lead_id=None,
+        policy=WEEKLY_TARGET_POLICY,
+        event=SlaEvent.MET if status is SlaStatus.MET else SlaEvent.BREACHED,
+        status=status,
+        started_at=started_at,
+        due_at=due_at,
+        warn_at=None,
+        breach_at=due_at,
+        met_at=due_at if status is SlaStatus.MET else None,
+        breached_at=due_at if status is SlaStatus.BREACHED else None,
+        warned_at=None,
+        escalated_at=None,
+        corrected_at=None,
+        owner_id=defs.teams[team_id].manager_id,
+        team_id=team_id,
+        escalate_to=None,
+        business_seconds=None,
+        target=target,
+        actual=actual,
+        at=due_at,
+        definitions_version=defs.version,
+    )
 
 
 def next_week_close(tally: WeeklyMqlTally, defs: Definitions) -> datetime | None:
-    """When the earliest counted week ends."""
-    ends = [_week_bounds(team, week, defs)[1] for team, week in tally.counts]
+    """When the earliest open week ends."""
+    ends = [_week_bounds(team, week, defs)[1] for team, week in tally.open_from.items()]
     return min(ends) if ends else None

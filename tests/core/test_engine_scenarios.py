@@ -244,3 +244,15 @@ def test_weekly_mql_target_is_reported_when_the_week_ends() -> None:
         40,
         "breached",
     )
+
+
+def test_a_week_without_any_mql_is_reported_as_a_breach_for_every_team() -> None:
+    s = new_lead(Scenario())
+    demo_request(s, "2026-03-03T11:00:00+01:00")  # one EMEA MQL in the week of 2 March
+    s.until("2026-03-17T00:00:00+01:00")  # two weeks later
+    weekly = [r for r in s if getattr(r, "policy", None) == "mql_weekly_target"]
+    seen = {(r.team_id, r.started_at.date().isoformat(), r.actual) for r in weekly}  # type: ignore[union-attr]
+    assert ("emea", "2026-03-02", 1) in seen
+    assert ("emea", "2026-03-09", 0) in seen  # nothing that week: still reported
+    assert ("amer", "2026-03-02", 0) in seen and ("amer", "2026-03-09", 0) in seen
+    assert all(r.status == "breached" for r in weekly)  # type: ignore[union-attr]
