@@ -26,7 +26,7 @@ DATA = Path(__file__).with_name(".data")
 def _generate(leads: int, seed: int) -> Path:
     path = DATA / f"events-{leads}-{seed}.jsonl"
     if not path.exists():
-        from streams.core.definitions import load_definitions
+        from streams.definitions_file import load_definitions
         from streams.generate import generate
 
         DATA.mkdir(exist_ok=True)
@@ -61,7 +61,7 @@ def _phase_floor(path: Path) -> dict[str, float]:
 
 
 def _phase_replay(path: Path) -> dict[str, float]:
-    from streams.core.definitions import load_definitions
+    from streams.definitions_file import load_definitions
     from streams.replay import replay_file
 
     defs = load_definitions()

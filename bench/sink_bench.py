@@ -34,7 +34,7 @@ from sinks.clickhouse.migrate import migrate  # noqa: E402
 from sinks.clickhouse.rows import COLUMNS, MAPPERS  # noqa: E402
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, make_consumer  # noqa: E402
 from sinks.clickhouse.writer import REPLAY_FILES  # noqa: E402
-from streams.core.definitions import load_definitions  # noqa: E402
+from streams.definitions_file import load_definitions  # noqa: E402
 from streams.generate import generate  # noqa: E402
 from streams.replay import replay_file  # noqa: E402
 

@@ -84,7 +84,7 @@ def generated_events(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small generated dataset (300 leads, with bad lines) shared by tests."""
     from datetime import date
 
-    from streams.core.definitions import load_definitions
+    from streams.definitions_file import load_definitions
     from streams.generate import generate
 
     path = tmp_path_factory.mktemp("data") / "events.jsonl"

@@ -20,8 +20,8 @@ from leadflow.stack import EmbeddedStack
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.report import collect, render_html
 from sinks.clickhouse.writer import load_replay_output
-from streams.core.definitions import load_definitions
 from streams.core.lifecycle import FUNNEL
+from streams.definitions_file import load_definitions
 from streams.generate import generate
 from streams.replay import replay_file, summary
 

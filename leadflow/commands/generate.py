@@ -10,7 +10,7 @@ import typer
 
 from leadflow.cli import app, build_settings
 from schemas.errors import LeadflowError
-from streams.core.definitions import load_definitions
+from streams.definitions_file import load_definitions
 from streams.generate import generate as generate_stream
 
 

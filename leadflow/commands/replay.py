@@ -10,9 +10,9 @@ from rich.table import Table
 
 from leadflow.cli import app, build_settings
 from schemas.errors import LeadflowError
-from streams.core.definitions import load_definitions
 from streams.core.errors import InvalidEvent
 from streams.core.events import parse_time
+from streams.definitions_file import load_definitions
 from streams.replay import replay_file, summary
 
 

@@ -8,7 +8,7 @@ import typer
 
 from leadflow.cli import app, build_settings
 from leadflow.kafka_admin import create_topics
-from streams.core.definitions import load_definitions
+from streams.definitions_file import load_definitions
 
 
 @app.command()

@@ -96,22 +96,6 @@ class Definitions:
         return person.manager_id if person else None
 
 
-def load_definitions(path: str | Path | None = None) -> Definitions:
-    """Load and validate a definitions YAML file (None → the packaged default)."""
-    import yaml  # the one non-stdlib import of the core: parsing the shared YAML file
-
-    source = Path(path) if path is not None else DEFAULT_PATH
-    try:
-        text = source.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise DefinitionsError(f"cannot read definitions file {source}: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise DefinitionsError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
-    return definitions_from_mapping(data, source=str(source))
-
-
 def definitions_from_mapping(data: object, source: str = "<definitions>") -> Definitions:
     """Validate an already-parsed definitions mapping."""
     try:

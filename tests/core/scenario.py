@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from streams.core.definitions import load_definitions
 from streams.core.events import parse_event, parse_time
 from streams.core.records import AttributionCredit, Record, SlaRecord, Transition
+from streams.definitions_file import load_definitions
 from streams.replay import Replayer
 
 DEFS = load_definitions()

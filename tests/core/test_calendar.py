@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.core.calendar import BusinessCalendar
-from streams.core.definitions import load_definitions
+from streams.definitions_file import load_definitions
 
 DEFS = load_definitions()
 CALENDARS = [team.calendar for team in DEFS.teams.values()]

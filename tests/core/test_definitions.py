@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.core.definitions import DEFAULT_PATH, definitions_from_mapping, load_definitions
+from streams.core.definitions import DEFAULT_PATH, definitions_from_mapping
 from streams.core.errors import DefinitionsError
+from streams.definitions_file import load_definitions
 
 RAW: dict[str, Any] = yaml.safe_load(DEFAULT_PATH.read_text())
 

@@ -16,6 +16,7 @@ FORBIDDEN = (
     "fastavro",
     "orjson",
     "mode",
+    "yaml",
 )
 
 

@@ -12,7 +12,7 @@ from leadflow.settings import Settings
 from sinks.clickhouse.backend import ChdbBackend, ServerBackend
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.writer import load_replay_output
-from streams.core.definitions import load_definitions
+from streams.definitions_file import load_definitions
 from streams.replay import replay_file
 
 

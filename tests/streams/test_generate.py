@@ -8,9 +8,9 @@ from collections import defaultdict
 from datetime import date
 from pathlib import Path
 
-from streams.core.definitions import load_definitions
 from streams.core.errors import InvalidEvent
 from streams.core.events import parse_line
+from streams.definitions_file import load_definitions
 from streams.generate import generate
 from streams.replay import replay_file
 

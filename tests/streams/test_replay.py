@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.core.definitions import load_definitions
+from streams.definitions_file import load_definitions
 from streams.replay import OUTPUT_FILES, replay_file
 
 DESIGN_FIELDS = {
