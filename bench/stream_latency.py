@@ -1,0 +1,155 @@
+"""Worker start-up and latency: produce → lead-state output at a steady rate, on a private stack.
+
+    python bench/stream_latency.py [--rate 1000] [--seconds 10]
+
+Starts its own embedded stack on free ports, runs `leadflow worker` (live clock) as a
+subprocess, measures process start → first output, then publishes generated events at a
+steady rate and reports p50/p99 of (output record's broker timestamp − input send time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import date
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
+
+from leadflow.kafka_admin import create_topics  # noqa: E402
+from leadflow.producer import encode_line  # noqa: E402
+from leadflow.settings import Settings  # noqa: E402
+from leadflow.stack import EmbeddedStack  # noqa: E402
+from streams.definitions_file import load_definitions  # noqa: E402
+from streams.generate import generate  # noqa: E402
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def _run(
+    bootstrap: str, lines: list[bytes], rate: int, seconds: int, worker_started: float
+) -> None:
+    consumer = AIOKafkaConsumer(
+        "leadflow.lead-state",
+        bootstrap_servers=bootstrap,
+        fetch_max_wait_ms=20,
+        auto_offset_reset="latest",
+        group_id=f"lat-{uuid.uuid4().hex[:6]}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False, linger_ms=0)
+    await producer.start()
+    sent_at: dict[bytes, float] = {}
+    latencies: list[float] = []
+    first_output: list[float] = []
+
+    async def read() -> None:
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
+            now = time.time()
+            for records in batch.values():
+                for record in records:
+                    if not first_output:
+                        first_output.append(now)
+                    origin = sent_at.get(record.key or b"")
+                    if origin is not None:
+                        latencies.append(now - origin)
+
+    reader = asyncio.create_task(read())
+    # warm-up: new leads until one comes out, which tells when the worker is consuming
+    warm_up = iter(line for line in lines if b'"lead_created"' in line)
+    while not first_output:
+        topic, key, value = encode_line(next(warm_up), "avro")
+        sent_at[key] = time.time()
+        await producer.send_and_wait(topic, value, key=key)
+        await asyncio.sleep(0.5)
+    print(f"worker process start → first output: {first_output[0] - worker_started:.1f} s")
+    latencies.clear()
+    started = time.perf_counter()
+    count = 0
+    for line in lines:
+        if time.perf_counter() - started > seconds:
+            break
+        topic, key, value = encode_line(line, "avro")
+        sent_at[key] = time.time()
+        await producer.send(topic, value, key=key)
+        count += 1
+        ahead = count / rate - (time.perf_counter() - started)
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+    await producer.flush()
+    await asyncio.sleep(3)
+    reader.cancel()
+    await producer.stop()
+    await consumer.stop()
+    latencies.sort()
+    if latencies:
+        p50 = latencies[len(latencies) // 2] * 1000
+        p99 = latencies[int(len(latencies) * 0.99)] * 1000
+        print(
+            f"{count:,} events at {rate}/s: {len(latencies):,} outputs, latency p50 {p50:.0f} ms, p99 {p99:.0f} ms"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rate", type=int, default=1000)
+    parser.add_argument("--seconds", type=int, default=10)
+    args = parser.parse_args()
+    buffer = io.BytesIO()
+    generate(load_definitions(), buffer, leads=3000, days=30, seed=9, start=date(2026, 1, 5))
+    lines = [line for line in buffer.getvalue().splitlines() if b'"lead_id"' in line]
+    with tempfile.TemporaryDirectory() as tmp:
+        settings = Settings(
+            state_dir=Path(tmp),
+            kafka_port=_free_port(),
+            clickhouse_port=_free_port(),
+            clickhouse_http_port=_free_port(),
+        )
+        stack = EmbeddedStack(settings)
+        stack.up()
+        try:
+            create_topics(settings.bootstrap, settings.partitions)
+            env = {
+                **os.environ,
+                "LEADFLOW_KAFKA_PORT": str(settings.kafka_port),
+                "LEADFLOW_STATE_DIR": tmp,
+            }
+            started = time.time()
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "leadflow", "worker"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                asyncio.run(_run(settings.bootstrap, lines, args.rate, args.seconds, started))
+            finally:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(timeout=30)
+        finally:
+            stack.down()
+
+
+if __name__ == "__main__":
+    main()
