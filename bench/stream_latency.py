@@ -34,6 +34,8 @@ from leadflow.stack import EmbeddedStack  # noqa: E402
 from streams.definitions_file import load_definitions  # noqa: E402
 from streams.generate import generate  # noqa: E402
 
+WORKER_ARGS: list[str] = os.environ.get("LEADFLOW_BENCH_WORKER_ARGS", "").split()
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -136,7 +138,7 @@ def main() -> None:
             }
             started = time.time()
             worker = subprocess.Popen(
-                [sys.executable, "-m", "leadflow", "worker"],
+                [sys.executable, "-m", "leadflow", "worker", *WORKER_ARGS],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

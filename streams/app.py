@@ -61,7 +61,7 @@ class WorkerConfig:
     clock: Literal["live", "event"] = "live"
     input_format: Literal["avro", "json"] = "avro"
     store: str = "memory://"
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = 20
     app_id: str = "leadflow"
     topic_prefix: str = ""
     tick_interval_s: float = 1.0

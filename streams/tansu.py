@@ -21,7 +21,7 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
-_SETTINGS: dict[str, Any] = {"fetch_max_wait_ms": 100, "bootstrap": None}
+_SETTINGS: dict[str, Any] = {"fetch_max_wait_ms": 20, "bootstrap": None}
 
 
 def configure(fetch_max_wait_ms: int, bootstrap: str) -> None:

@@ -23,7 +23,7 @@ def worker(
         "memory://", "--store", help="Table store: memory:// or rocksdb:// (durable)"
     ),
     fetch_wait_ms: int = typer.Option(
-        100, "--fetch-wait-ms", min=1, help="Consumer fetch wait (Faust hard-codes 1500)"
+        20, "--fetch-wait-ms", min=1, help="Consumer fetch wait (Faust hard-codes 1500)"
     ),
     app_id: str = typer.Option("leadflow", "--app-id", help="Consumer group / changelog prefix"),
     topic_prefix: str = typer.Option("", "--topic-prefix", help="Prefix for every topic (tests)"),
