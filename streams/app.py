@@ -10,7 +10,6 @@ from __future__ import annotations
 import copyreg
 import logging
 import pickle
-import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -236,7 +235,6 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
             app, config, [name(t) for t in (*topics.INPUT_TOPICS, *topics.INTERNAL_TOPICS)]
         )
 
-    app.leadflow_started_at = time.time()  # type: ignore[attr-defined]
     return app
 
 
