@@ -153,14 +153,22 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         for message in messages:
             internal_topic.send_soon(key=message_key(message).encode(), value=pickle.dumps(message))
 
+    def save_lead(key: bytes, before: Any, step: engine.Step) -> None:
+        """Store the lead's new state; publish its lead-state record when it changed."""
+        store(lead_to_state, key, step.state)
+        send_outputs(step.outputs)
+        after = step.state
+        if after is not None and (before is None or after.version != before.version):
+            record = engine.snapshot(after, defs)
+            if record is not None:
+                send_outputs((record,))
+
     def apply(message: Message | Tick) -> None:
         if isinstance(message, Tick):
             key = message.lead_id.encode()
             state = load(lead_to_state, key)
             if state is not None:
-                step = engine.tick(state, message.now, defs)
-                store(lead_to_state, key, step.state)
-                send_outputs(step.outputs)
+                save_lead(key, state, engine.tick(state, message.now, defs))
             return
         key = message_key(message).encode()
         if is_anonymous_message(message):
@@ -168,9 +176,9 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
             store(anonymous_to_touches, key, anon)
             forward(list(forwards))
             return
-        step = engine.apply(load(lead_to_state, key), message, defs)
-        store(lead_to_state, key, step.state)
-        send_outputs(step.outputs)
+        state = load(lead_to_state, key)
+        step = engine.apply(state, message, defs)
+        save_lead(key, state, step)
         forward(step.forwards)
 
     def advance(event: Event) -> None:

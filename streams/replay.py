@@ -61,7 +61,8 @@ class Replayer:
 
     The clock is the largest occurred_at seen; after each event, every lead whose next SLA
     deadline is at or before the clock is ticked (a heap of deadlines, not a scan). Records go to
-    `emit` as they are produced; SLA instances and lead states also keep their latest record.
+    `emit` as they are produced; SLA instances keep their latest record. Lead-state snapshots
+    are made from the final states (`lead_latest`), not after every event.
     """
 
     def __init__(self, defs: Definitions, emit: Callable[[Record], None] | None = None) -> None:
@@ -71,7 +72,6 @@ class Replayer:
         self.clock: datetime | None = None
         self.stats = ReplayStats()
         self.sla_latest: dict[str, SlaRecord] = {}
-        self.lead_latest: dict[str, LeadStateSnapshot] = {}
         self.dead_letters: list[DeadLetter] = []
         self._emit = emit
         self._heap: list[tuple[datetime, str]] = []
@@ -99,35 +99,45 @@ class Replayer:
         self.feed(event)
 
     def feed(self, event: Event) -> None:
-        """Apply one validated event, then advance the clock to it."""
+        """Apply one validated event and what it forwards (in order), then advance the clock."""
         self.stats.events += 1
-        queue: deque[Message] = deque([event])
-        while queue:
-            message = queue.popleft()
-            if is_anonymous_message(message):
-                key = message.anonymous_id  # type: ignore[union-attr]
-                state, forwards = apply_anonymous(self.anonymous.get(key), message)
-                if state is None:
-                    self.anonymous.pop(key, None)
-                else:
-                    self.anonymous[key] = state
-                queue.extend(forwards)
-                continue
-            key = message_key(message)
-            step = engine.apply(self.leads.get(key), message, self.defs)
-            if step.state is not None:
-                self.leads[key] = step.state
-                self._schedule(step.state)
-            if step.ignored == "duplicate":
-                self.stats.duplicates += 1
-            elif step.ignored is not None and step.ignored != "merged":
-                self.stats.ignored += 1
-                reason = step.ignored.split(":")[0]
-                self.stats.ignored_reasons[reason] = self.stats.ignored_reasons.get(reason, 0) + 1
-            self._record(step.outputs)
-            queue.extend(step.forwards)
+        forwards = self._apply(event)
+        if forwards:
+            queue: deque[Message] = deque(forwards)
+            while queue:
+                queue.extend(self._apply(queue.popleft()))
         if self.clock is None or event.occurred_at > self.clock:
             self.advance(event.occurred_at)
+
+    def _apply(self, message: Message) -> tuple[Message, ...]:
+        if is_anonymous_message(message):
+            key = message.anonymous_id  # type: ignore[union-attr]
+            anonymous, forwards = apply_anonymous(self.anonymous.get(key), message)
+            if anonymous is None:
+                self.anonymous.pop(key, None)
+            else:
+                self.anonymous[key] = anonymous
+            return forwards
+        key = message_key(message)
+        step = engine.apply(self.leads.get(key), message, self.defs)
+        state = step.state
+        if state is not None:
+            self.leads[key] = state
+            if state.sla or key in self._scheduled:
+                self._schedule(state)
+        if step.ignored is not None:
+            self._count_ignored(step.ignored)
+        if step.outputs:
+            self._record(step.outputs)
+        return step.forwards
+
+    def _count_ignored(self, why: str) -> None:
+        if why == "duplicate":
+            self.stats.duplicates += 1
+        elif why != "merged":
+            self.stats.ignored += 1
+            reason = why.split(":")[0]
+            self.stats.ignored_reasons[reason] = self.stats.ignored_reasons.get(reason, 0) + 1
 
     def advance(self, now: datetime) -> None:
         """Move the clock to `now`, firing every SLA timer and weekly target due by then."""
@@ -147,6 +157,15 @@ class Replayer:
             self._tally, records = sla.close_weeks(self._tally, now, self.defs)
             self._week_end = sla.next_week_close(self._tally, self.defs)
             self._record(records)
+
+    def lead_latest(self) -> dict[str, LeadStateSnapshot]:
+        """The lead-state record of every lead's current state (leads without a stage omitted)."""
+        latest = {}
+        for lead_id, state in self.leads.items():
+            record = engine.snapshot(state, self.defs)
+            if record is not None:
+                latest[lead_id] = record
+        return latest
 
     # output -----------------------------------------------------------------------------------
 
@@ -174,8 +193,6 @@ class Replayer:
                 self.sla_latest[out.instance_id] = out
             elif isinstance(out, AttributionCredit):
                 self.stats.attribution_credits += 1
-            elif isinstance(out, LeadStateSnapshot):
-                self.lead_latest[out.lead_id] = out
             if self._emit is not None:
                 self._emit(out)
 
@@ -200,8 +217,13 @@ class Replayer:
 # --- the command's driver ------------------------------------------------------------------
 
 
+# orjson writes the record dataclasses directly (fields in declared order, StrEnums as values,
+# UTC datetimes with `Z`): byte for byte `record.as_dict()`, tested, at a third of the cost.
+_DUMP_OPTIONS = orjson.OPT_UTC_Z | orjson.OPT_APPEND_NEWLINE
+
+
 def _dump(handle: IO[bytes], record: Record | DeadLetter) -> None:
-    handle.write(orjson.dumps(record.as_dict(), option=orjson.OPT_APPEND_NEWLINE))
+    handle.write(orjson.dumps(record, option=_DUMP_OPTIONS))
 
 
 def replay_file(
@@ -237,7 +259,7 @@ def replay_file(
         if until is not None:
             replayer.advance(until)
     _write_all(output_dir / "sla.jsonl", replayer.sla_latest.values())
-    _write_all(output_dir / "lead_states.jsonl", replayer.lead_latest.values())
+    _write_all(output_dir / "lead_states.jsonl", replayer.lead_latest().values())
     _write_all(output_dir / "dead_letters.jsonl", replayer.dead_letters)
     replayer.stats.leads = len(replayer.leads)
     replayer.stats.elapsed_s = time.perf_counter() - started

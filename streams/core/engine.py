@@ -1,16 +1,19 @@
 """The one engine: (lead state, message or clock tick, definitions) → (new state, outputs).
 
 `apply` handles every message addressed to a lead (input events and the identity messages of
-streams.core.identity); `tick` fires SLA timers; `next_deadline` says when a tick matters. The
-replay driver and the streaming agents call exactly these functions.
+streams.core.identity); `tick` fires SLA timers; `next_deadline` says when a tick matters;
+`snapshot` is the lead-state record of a state (its `version` counts the changes, so a driver
+emits one whenever the version moved: the worker after every change, replay once at the end).
+The replay driver and the streaming agents call exactly these functions.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from types import MappingProxyType
+from typing import NamedTuple
 
 from streams.core import sla
 from streams.core.attribution import TouchPoint, Trigger, attribute
@@ -33,9 +36,8 @@ _SALES_SIGNALS = {
 _MQL_ELIGIBLE = (Stage.INQUIRY, Stage.RECYCLED)
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    """The result of one engine call.
+class Step(NamedTuple):
+    """The result of one engine call (a NamedTuple: one per message, on the hot path).
 
     `forwards` are messages for other keys (see streams.core.identity); `ignored` names why an
     event changed nothing (duplicate, illegal move, erased lead), for counting.
@@ -76,7 +78,7 @@ def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     draft = LeadDraft(state)
     draft.seen = state.seen | {event.event_id}
     if state.merged_into is not None:
-        forward = replace(event, lead_id=state.merged_into)
+        forward = event._replace(lead_id=state.merged_into)
         return Step(draft.freeze(), forwards=(forward,), ignored="merged")
     if state.erased:
         return Step(draft.freeze(), ignored="erased")
@@ -99,6 +101,45 @@ def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
 def next_deadline(state: LeadState, defs: Definitions) -> datetime | None:
     """When `tick` would next change this lead (None: nothing pending)."""
     return sla.next_deadline(state.sla, defs) if state.sla else None
+
+
+def snapshot(state: LeadState, defs: Definitions) -> LeadStateSnapshot | None:
+    """The lead-state record of `state` (None while the lead has no stage and no fate).
+
+    The engagement score is taken at the lead's clock (its latest event time).
+    """
+    if state.stage is None and state.merged_into is None and not state.erased:
+        return None
+    at = state.clock or state.stage_entered_at or state.created_at
+    assert at is not None, "a lead with a stage or a fate has seen a message"
+    touches = state.touches
+    first = min(touches, key=_touch_order) if touches else None
+    engagement = engagement_points(touches, at, defs.scoring) if touches else 0
+    return LeadStateSnapshot(
+        record_id=record_id(state.lead_id, "state", state.version),
+        lead_id=state.lead_id,
+        stage=str(state.stage) if state.stage is not None else "unknown",
+        episode=state.episode,
+        score=state.fit_score + engagement,
+        fit_score=state.fit_score,
+        engagement_score=engagement,
+        owner_id=state.owner_id,
+        team_id=defs.team_of(state.owner_id, state.team_id).id,
+        source=state.source,
+        first_channel=first.channel if first else None,
+        first_campaign_id=first.campaign_id if first else None,
+        created_at=state.created_at,
+        stage_entered_at=state.stage_entered_at or at,
+        updated_at=at,
+        erased=state.erased,
+        merged_into=state.merged_into,
+        version=state.version,
+        definitions_version=defs.version,
+    )
+
+
+def _touch_order(touch: Touch) -> tuple[datetime, int]:
+    return touch.occurred_at, touch.seq
 
 
 # --- event handling (on a mutable draft; frozen once per call) -----------------------------
@@ -152,7 +193,8 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
             d.opportunity_id = event.opportunity_id
             d.opportunity_at = at
     stage_before = d.stage
-    _rescore(d, at, defs, attributes_changed)
+    if attributes_changed:
+        d.fit_score = fit_points(d.attributes, defs.scoring)
     if signal is not None:
         _move(d, signal, event.event_id, at, event.reason, defs, ch)
     _check_mql(d, touch_type, event.event_id, at, defs, ch)
@@ -169,7 +211,7 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
         and event.amount_minor is not None
     ):
         ch.outputs.extend(_attribute(d, event, defs))
-    _snapshot(d, at, defs, ch)
+    _changed(d)
 
 
 def _touch(event: Event, seq: int) -> Touch:
@@ -189,17 +231,6 @@ def _merged(
     merged = dict(current)
     merged.update(update or {})
     return MappingProxyType(merged)
-
-
-def _rescore(d: LeadDraft, at: datetime, defs: Definitions, attributes_changed: bool) -> None:
-    rules = defs.scoring
-    if attributes_changed:
-        d.fit_score = fit_points(d.attributes, rules)
-    d.engagement_score = (
-        engagement_points([(t.touch_type, t.occurred_at) for t in d.touches], at, rules)
-        if d.touches
-        else 0
-    )
 
 
 def _move(
@@ -253,7 +284,8 @@ def _check_mql(
     defs: Definitions,
     ch: _Changes,
 ) -> None:
-    if d.stage in _MQL_ELIGIBLE and is_mql(d.score, touch_type, defs.scoring):
+    """Only leads that can become MQL are scored here (most events are for other leads)."""
+    if d.stage in _MQL_ELIGIBLE and is_mql(d.fit_score, d.touches, at, touch_type, defs.scoring):
         _move(d, Signal.MQL, event_id, at, None, defs, ch)
 
 
@@ -287,36 +319,10 @@ def _attribute(d: LeadDraft, event: Event, defs: Definitions) -> tuple[Record, .
     return attribute(touches, trigger, defs.attribution, defs.version)
 
 
-def _snapshot(
-    d: LeadDraft, at: datetime, defs: Definitions, ch: _Changes, force: bool = False
-) -> None:
-    if d.stage is None and not force:
-        return
-    d.version += 1
-    first = min(d.touches, key=lambda t: (t.occurred_at, t.seq)) if d.touches else None
-    ch.outputs.append(
-        LeadStateSnapshot(
-            record_id=record_id(d.lead_id, "state", d.version),
-            lead_id=d.lead_id,
-            stage=str(d.stage) if d.stage is not None else "unknown",
-            episode=d.episode,
-            score=d.score,
-            fit_score=d.fit_score,
-            engagement_score=d.engagement_score,
-            owner_id=d.owner_id,
-            team_id=defs.team_of(d.owner_id, d.team_id).id,
-            source=d.source,
-            first_channel=first.channel if first else None,
-            first_campaign_id=first.campaign_id if first else None,
-            created_at=d.created_at,
-            stage_entered_at=d.stage_entered_at or at,
-            updated_at=d.clock or at,
-            erased=d.erased,
-            merged_into=d.merged_into,
-            version=d.version,
-            definitions_version=defs.version,
-        )
-    )
+def _changed(d: LeadDraft, force: bool = False) -> None:
+    """Count a change of a lead with a stage (or a fate: merged, erased) in its version."""
+    if d.stage is not None or force:
+        d.version += 1
 
 
 # --- identity steps -------------------------------------------------------------------------
@@ -358,11 +364,13 @@ def _settle(
 ) -> None:
     """After touches or attributes arrived from another key: rescore, maybe MQL, snapshot."""
     stage_before = d.stage
-    _rescore(d, at, defs, attributes_changed)
+    if attributes_changed:
+        d.fit_score = fit_points(d.attributes, defs.scoring)
+    d.clock = d.clock or at
     _check_mql(d, None, event_id, at, defs, ch)
     if d.stage is not None and d.stage != stage_before:
         _start_slas(d, event_id, at, defs, ch)
-    _snapshot(d, at, defs, ch)
+    _changed(d)
 
 
 def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...]) -> None:
@@ -370,7 +378,7 @@ def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...]) -> None:
     adopted = []
     for touch in sorted(touches, key=lambda t: (t.occurred_at, t.seq)):
         if touch.event_id not in known:
-            adopted.append(replace(touch, seq=d.next_seq))
+            adopted.append(touch._replace(seq=d.next_seq))
             d.next_seq += 1
     d.touches = (*d.touches, *adopted)
     d.seen = d.seen | {t.event_id for t in adopted}
@@ -389,7 +397,7 @@ def _merge_away(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> 
     ch.forwards.append(Absorb(survivor, d.freeze(), event.event_id, event.occurred_at))
     d.merged_into = survivor
     d.sla = ()
-    _snapshot(d, event.occurred_at, defs, ch, force=True)
+    _changed(d, force=True)
 
 
 def _absorb(state: LeadState | None, message: Absorb, defs: Definitions) -> Step:
@@ -419,4 +427,4 @@ def _erase(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
     d.attributes = MappingProxyType({})
     d.anonymous_ids = frozenset()
     d.erased = True
-    _snapshot(d, event.occurred_at, defs, ch, force=True)
+    _changed(d, force=True)

@@ -113,7 +113,7 @@ def apply_anonymous(
         return state, ()
     seen = state.seen | {message.event_id}
     if state.lead_id is not None:
-        return replace(state, seen=seen), (replace(message, lead_id=state.lead_id),)
+        return replace(state, seen=seen), (message._replace(lead_id=state.lead_id),)
     touch = Touch(
         message.event_id,
         message.occurred_at,

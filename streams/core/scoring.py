@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Protocol
 
 FIT_OPS = frozenset({"eq", "in", "gte", "lte", "contains"})
 
@@ -66,17 +67,42 @@ def fit_points(attributes: Mapping[str, object], rules: ScoringRules) -> int:
     return sum(rule.points for rule in rules.fit_rules if rule.matches(attributes))
 
 
-def engagement_points(
-    touches: Sequence[tuple[str, datetime]], at: datetime, rules: ScoringRules
-) -> int:
+class ScoredTouch(Protocol):
+    """What engagement scoring reads of a touch (streams.core.state.Touch)."""
+
+    @property
+    def touch_type(self) -> str: ...
+
+    @property
+    def occurred_at(self) -> datetime: ...
+
+
+def engagement_points(touches: Iterable[ScoredTouch], at: datetime, rules: ScoringRules) -> int:
     """Points of the touches with at − window ≤ occurred_at ≤ at."""
     earliest = at - timedelta(days=rules.engagement_window_days)
     points = rules.touch_points
-    return sum(points.get(kind, 0) for kind, when in touches if earliest <= when <= at)
+    total = 0
+    for touch in touches:
+        if earliest <= touch.occurred_at <= at:
+            total += points.get(touch.touch_type, 0)
+    return total
 
 
-def is_mql(score: int, touch_type: str | None, rules: ScoringRules) -> bool:
-    """MQL when the score reaches the threshold or the touch is a hand-raiser."""
-    return score >= rules.mql_threshold or (
-        touch_type is not None and touch_type in rules.hand_raisers
+def is_mql(
+    fit_score: int,
+    touches: Sequence[ScoredTouch],
+    at: datetime,
+    touch_type: str | None,
+    rules: ScoringRules,
+) -> bool:
+    """MQL when the touch is a hand-raiser or fit + engagement at `at` reaches the threshold.
+
+    Engagement is only summed when the cheaper tests do not decide.
+    """
+    if touch_type is not None and touch_type in rules.hand_raisers:
+        return True
+    if fit_score >= rules.mql_threshold:
+        return True
+    return (
+        bool(touches) and fit_score + engagement_points(touches, at, rules) >= rules.mql_threshold
     )

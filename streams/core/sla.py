@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from streams.core.definitions import Definitions, SlaPolicy
 from streams.core.records import SlaEvent, SlaRecord, SlaStatus, record_id
@@ -304,9 +304,10 @@ def _week_start(at: datetime, team_id: str, defs: Definitions) -> date:
 
 
 def _week_bounds(team_id: str, week: date, defs: Definitions) -> tuple[datetime, datetime]:
+    """The week's local midnights (Monday to Monday), as UTC instants."""
     tz = defs.teams[team_id].calendar.tz
-    start = datetime.combine(week, time(0), tz)
-    end = datetime.combine(week + timedelta(days=7), time(0), tz)
+    start = datetime.combine(week, time(0), tz).astimezone(UTC)
+    end = datetime.combine(week + timedelta(days=7), time(0), tz).astimezone(UTC)
     return start, end
 
 

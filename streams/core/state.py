@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streams.core.lifecycle import Stage
 from streams.core.sla import SlaInstance
@@ -14,9 +14,11 @@ from streams.core.sla import SlaInstance
 _EMPTY: Mapping[str, str | int | float] = MappingProxyType({})
 
 
-@dataclass(frozen=True, slots=True)
-class Touch:
-    """A marketing touch held in state (for scoring and attribution); `seq` is arrival order."""
+class Touch(NamedTuple):
+    """A marketing touch held in state (for scoring and attribution); `seq` is arrival order.
+
+    A NamedTuple: one is built per touch event, the hot path (see streams.core.events.Event).
+    """
 
     event_id: str
     occurred_at: datetime
@@ -39,7 +41,6 @@ class LeadState:
     attributes: Mapping[str, str | int | float] = field(default_factory=lambda: _EMPTY)
     touches: tuple[Touch, ...] = ()
     fit_score: int = 0
-    engagement_score: int = 0
     created_at: datetime | None = None
     stage_entered_at: datetime | None = None
     inquiry_at: datetime | None = None
@@ -54,11 +55,6 @@ class LeadState:
     clock: datetime | None = None  # latest occurred_at applied to this lead
     erased: bool = False
     merged_into: str | None = None
-
-    @property
-    def score(self) -> int:
-        """Fit plus engagement points."""
-        return self.fit_score + self.engagement_score
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +89,6 @@ class LeadDraft:
         attributes: Mapping[str, str | int | float]
         touches: tuple[Touch, ...]
         fit_score: int
-        engagement_score: int
         created_at: datetime | None
         stage_entered_at: datetime | None
         inquiry_at: datetime | None
@@ -110,17 +105,30 @@ class LeadDraft:
         merged_into: str | None
 
     def __init__(self, state: LeadState) -> None:
-        for name in _LEAD_FIELDS:
-            setattr(self, name, getattr(state, name))
-
-    @property
-    def score(self) -> int:
-        """Fit plus engagement points."""
-        return self.fit_score + self.engagement_score
+        _copy_into(self, state)
 
     def freeze(self) -> LeadState:
         """The immutable state with this draft's values."""
-        new = object.__new__(LeadState)
-        for name in _LEAD_FIELDS:
-            object.__setattr__(new, name, getattr(self, name))
-        return new
+        state: LeadState = _freeze(self)
+        return state
+
+
+# Copying 23 slots one getattr/setattr at a time was ~10 % of replay time; like dataclasses, we
+# generate the straight-line copy once (3.5 µs → 1.1 µs per draft, measured).
+def _compile_copiers() -> tuple[Any, Any]:
+    setters = {f"_set_{name}": getattr(LeadState, name).__set__ for name in _LEAD_FIELDS}
+    copy_src = "def copy_into(draft, state):\n" + "".join(
+        f"    draft.{name} = state.{name}\n" for name in _LEAD_FIELDS
+    )
+    freeze_src = (
+        "def freeze(draft):\n    state = _new(_LeadState)\n"
+        + "".join(f"    _set_{name}(state, draft.{name})\n" for name in _LEAD_FIELDS)
+        + "    return state\n"
+    )
+    namespace: dict[str, Any] = {"_new": object.__new__, "_LeadState": LeadState, **setters}
+    exec(copy_src, namespace)  # noqa: S102 — source built above from the field names only
+    exec(freeze_src, namespace)  # noqa: S102
+    return namespace["copy_into"], namespace["freeze"]
+
+
+_copy_into, _freeze = _compile_copiers()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+from zoneinfo import ZoneInfo
+
 from tests.core.scenario import Scenario, demo_request, new_lead
 
 
@@ -223,7 +226,7 @@ def test_erasure_removes_personal_data_and_emits_an_erased_snapshot() -> None:
     s = new_lead(Scenario(), email="ada@example.com")
     s.event("lead_erased", "2026-03-05T10:00:00Z", lead_id="L1")
     assert dict(s.state().attributes) == {}
-    assert s.replayer.lead_latest["L1"].erased
+    assert s.replayer.lead_latest()["L1"].erased
     s.event(
         "lead_updated",
         "2026-03-06T10:00:00Z",
@@ -251,7 +254,13 @@ def test_a_week_without_any_mql_is_reported_as_a_breach_for_every_team() -> None
     demo_request(s, "2026-03-03T11:00:00+01:00")  # one EMEA MQL in the week of 2 March
     s.until("2026-03-17T00:00:00+01:00")  # two weeks later
     weekly = [r for r in s if getattr(r, "policy", None) == "mql_weekly_target"]
-    seen = {(r.team_id, r.started_at.date().isoformat(), r.actual) for r in weekly}  # type: ignore[union-attr]
+    # weeks start at the team's local Monday midnight (records carry it as a UTC instant)
+    zone = {"emea": ZoneInfo("Europe/Berlin"), "amer": ZoneInfo("America/New_York")}
+    seen = {
+        (r.team_id, r.started_at.astimezone(zone[r.team_id]).date().isoformat(), r.actual)  # type: ignore[union-attr]
+        for r in weekly
+    }
+    assert all(r.started_at.tzinfo is UTC for r in weekly)  # type: ignore[union-attr]
     assert ("emea", "2026-03-02", 1) in seen
     assert ("emea", "2026-03-09", 0) in seen  # nothing that week: still reported
     assert ("amer", "2026-03-02", 0) in seen and ("amer", "2026-03-09", 0) in seen

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from streams.definitions_file import load_definitions
-from streams.replay import OUTPUT_FILES, replay_file
+from streams.replay import OUTPUT_FILES, Replayer, _dump, replay_file
 
 DESIGN_FIELDS = {
     "transitions.jsonl": {"lead_id", "from_stage", "to_stage", "at", "event_id"},
@@ -84,6 +86,30 @@ def test_bad_lines_become_dead_letters_with_line_numbers(
     for row in _rows(replayed / "dead_letters.jsonl"):
         assert row["reason"]
         assert lines[int(row["line"]) - 1].decode(errors="replace") == row["raw"]  # type: ignore[call-overload]
+
+
+def test_every_line_is_exactly_the_records_as_dict(generated_events: Path) -> None:
+    """The files are written by orjson from the dataclasses directly; the contract is as_dict."""
+    emitted: list[Any] = []
+    replayer = Replayer(load_definitions(), emitted.append)
+    for line_no, raw in enumerate(generated_events.read_bytes().splitlines(), start=1):
+        replayer.feed_line(line_no, raw)
+    records = [
+        *emitted,
+        *replayer.lead_latest().values(),
+        *replayer.dead_letters,
+    ]
+    assert {type(r).__name__ for r in records} == {
+        "Transition",
+        "SlaRecord",
+        "AttributionCredit",
+        "LeadStateSnapshot",
+        "DeadLetter",
+    }
+    for record in records:
+        buffer = io.BytesIO()
+        _dump(buffer, record)
+        assert json.loads(buffer.getvalue()) == record.as_dict()
 
 
 def test_replay_is_deterministic(generated_events: Path, replayed: Path, tmp_path: Path) -> None:
