@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -130,13 +131,23 @@ def model_weights(
 
 def allocate_minor(weights: Sequence[Fraction], amount_minor: int) -> list[int]:
     """floor(weight × amount), then the remainder one unit at a time to the largest fractional
-    parts (ties: earlier touch); the result sums exactly to `amount_minor`."""
-    exact = [w * amount_minor for w in weights]
-    credits = [int(x.numerator // x.denominator) for x in exact]
+    parts (ties: earlier touch); the result sums exactly to `amount_minor`.
+
+    Integer arithmetic throughout: fractional parts are compared over a common denominator.
+    """
+    credits = []
+    parts = []
+    for weight in weights:
+        whole, part = divmod(weight.numerator * amount_minor, weight.denominator)
+        credits.append(whole)
+        parts.append(part)
     remainder = amount_minor - sum(credits)
-    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - credits[i]), i))
-    for step in range(remainder):
-        credits[order[step % len(order)]] += 1
+    if remainder:
+        common = math.lcm(*(w.denominator for w in weights))
+        scaled = [part * (common // w.denominator) for part, w in zip(parts, weights, strict=True)]
+        order = sorted(range(len(scaled)), key=lambda i: (-scaled[i], i))
+        for step in range(remainder):
+            credits[order[step % len(order)]] += 1
     return credits
 
 

@@ -62,11 +62,11 @@ class _Changes:
 
 def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     """Apply one message addressed to a lead."""
-    if isinstance(message, Stitch):
-        return _stitch(state, message, defs)
-    if isinstance(message, Absorb):
-        return _absorb(state, message, defs)
-    if isinstance(message, Identify | Forget):
+    if type(message) is not Event:
+        if isinstance(message, Stitch):
+            return _stitch(state, message, defs)
+        if isinstance(message, Absorb):
+            return _absorb(state, message, defs)
         raise TypeError(f"{type(message).__name__} is addressed to an anonymous key")
     event = message
     lead_id = event.lead_id
@@ -82,10 +82,16 @@ def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
         return Step(draft.freeze(), forwards=(forward,), ignored="merged")
     if state.erased:
         return Step(draft.freeze(), ignored="erased")
-    draft.clock = event.occurred_at if state.clock is None else max(state.clock, event.occurred_at)
+    at = event.occurred_at
+    draft.clock = at if state.clock is None or at > state.clock else state.clock
     changes = _Changes()
     _apply_event(draft, event, defs, changes)
-    return Step(draft.freeze(), tuple(changes.outputs), tuple(changes.forwards), changes.ignored)
+    return Step(
+        draft.freeze(),
+        tuple(changes.outputs) if changes.outputs else (),
+        tuple(changes.forwards) if changes.forwards else (),
+        changes.ignored,
+    )
 
 
 def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:

@@ -63,6 +63,8 @@ Message = Event | Identify | Stitch | Absorb | Forget
 
 def is_anonymous_message(message: Message) -> bool:
     """True when the message belongs to the anonymous store (keyed by anonymous_id)."""
+    if type(message) is Event:
+        return message.lead_id is None  # only touches may lack a lead_id
     if isinstance(message, Identify | Forget):
         return True
     return (
@@ -74,6 +76,8 @@ def is_anonymous_message(message: Message) -> bool:
 
 def message_key(message: Message) -> str:
     """The key (lead_id or anonymous_id) whose state the message is applied to."""
+    if type(message) is Event:
+        return message.lead_id or message.anonymous_id or message.event_id
     if isinstance(message, Identify | Forget):
         return message.anonymous_id
     if isinstance(message, Stitch):

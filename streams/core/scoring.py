@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
 
@@ -18,6 +18,18 @@ class FitRule:
     op: str
     value: object
     points: int
+    # `value` normalised once (eq: the value, in: a frozenset, contains: lower-cased text)
+    _expected: object = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.op == "in":
+            assert isinstance(self.value, tuple)
+            expected: object = frozenset(_norm(v) for v in self.value)
+        elif self.op == "contains":
+            expected = str(self.value).lower()
+        else:
+            expected = _norm(self.value)
+        object.__setattr__(self, "_expected", expected)
 
     def matches(self, attributes: Mapping[str, object]) -> bool:
         """True when the lead's attribute satisfies this rule (a missing attribute never does)."""
@@ -25,12 +37,11 @@ class FitRule:
         if actual is None:
             return False
         if self.op == "eq":
-            return _norm(actual) == _norm(self.value)
+            return _norm(actual) == self._expected
         if self.op == "in":
-            assert isinstance(self.value, tuple)
-            return _norm(actual) in {_norm(v) for v in self.value}
+            return _norm(actual) in self._expected  # type: ignore[operator]
         if self.op == "contains":
-            return str(self.value).lower() in str(actual).lower()
+            return self._expected in str(actual).lower()  # type: ignore[operator]
         number = _number(actual)
         if number is None:
             return False
