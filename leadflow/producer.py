@@ -17,7 +17,7 @@ from schemas.errors import LeadflowError
 from schemas.serde import SchemaError, encode_event
 from streams.core.errors import InvalidEvent
 from streams.core.events import MAX_EVENT_BYTES, event_to_json, parse_event, partition_key
-from streams.topics import TOPIC_OF_EVENT_TYPE
+from streams.topics import TOPIC_OF_EVENT_TYPE, seq_header
 
 
 @dataclass
@@ -69,6 +69,7 @@ async def produce_file(
             f"no Kafka broker answers at {bootstrap}; start one with `leadflow stack up` or pass --bootstrap"
         ) from None
     started = time.perf_counter()
+    run_started_ns = time.time_ns()
     pending = []
     try:
         with open(path, "rb") as source:
@@ -81,7 +82,9 @@ async def produce_file(
                     report.rejected.append((line_no, str(exc)))
                     continue
                 topic = topic_prefix + topic
-                pending.append(await producer.send(topic, value, key=key))
+                # the arrival order the worker restores across topics (streams/ordering.py)
+                headers = [seq_header(run_started_ns, line_no)]
+                pending.append(await producer.send(topic, value, key=key, headers=headers))
                 report.sent += 1
                 report.per_topic[topic] = report.per_topic.get(topic, 0) + 1
                 if len(pending) >= 5000:

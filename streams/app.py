@@ -21,7 +21,7 @@ import orjson
 from schemas.errors import LeadflowError
 from schemas.registry import SchemaError
 from schemas.serde import decode_event, encode_record
-from streams import tansu, topics
+from streams import ordering, tansu, topics
 from streams.core import engine
 from streams.core.definitions import Definitions
 from streams.core.errors import InvalidEvent
@@ -65,6 +65,7 @@ class WorkerConfig:
     topic_prefix: str = ""
     tick_interval_s: float = 1.0
     data_dir: str = ".leadflow/worker"
+    merge_idle_ms: int = 200  # backfill: how long a silent input partition may hold the others
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +93,13 @@ def decode_input(value: bytes, fmt: str) -> Event:
 def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     """Build the Faust app with its topics, tables, agents and the SLA timer."""
     tansu.configure(config.fetch_max_wait_ms, config.bootstrap)
+    name = lambda topic: config.topic_prefix + topic  # noqa: E731
+    app: faust.App
+    ordering.ArrivalOrder.configure(
+        [name(t) for t in topics.INPUT_TOPICS],
+        idle_ms=config.merge_idle_ms if config.clock == "event" else 0,
+        generation=lambda: app.consumer_generation_id,
+    )
     app = faust.App(
         config.app_id,
         broker=f"leadflow://{config.bootstrap}",
@@ -107,8 +115,8 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         web_enabled=False,
         table_cleanup_interval=3600.0,
         processing_guarantee="at_least_once",
+        ConsumerScheduler=ordering.ArrivalOrder,
     )
-    name = lambda topic: config.topic_prefix + topic  # noqa: E731
     input_topic = app.topic(
         *(name(t) for t in topics.INPUT_TOPICS), key_type=bytes, value_type=bytes
     )

@@ -15,6 +15,16 @@ LEAD_STATE = "leadflow.lead-state"
 DLQ = "leadflow.dlq"
 
 INPUT_TOPICS = (TOUCHES, ACTIVITIES, LEADS)
+
+# Record header with the produce order across the input topics (see streams/ordering.py).
+SEQ_HEADER = "leadflow-seq"
+
+
+def seq_header(run_started_ns: int, line_no: int) -> tuple[str, bytes]:
+    """The header `leadflow produce` puts on record `line_no` of a run started at `run_started_ns`."""
+    return SEQ_HEADER, run_started_ns.to_bytes(8, "big") + line_no.to_bytes(8, "big")
+
+
 OUTPUT_TOPICS = (TRANSITIONS, SLA, ATTRIBUTION, LEAD_STATE)
 
 # event_type -> input topic (DESIGN.md §5)
