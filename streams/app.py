@@ -7,6 +7,7 @@ events, its state and the messages forwarded to it land on the same worker.
 
 from __future__ import annotations
 
+import asyncio
 import copyreg
 import logging
 import pickle
@@ -68,6 +69,41 @@ class WorkerConfig:
     merge_idle_ms: int = 200  # backfill: how long a silent input partition may hold the others
 
 
+class InFlight:
+    """Messages this process forwarded through the internal topic and has not applied yet.
+
+    In backfill (`--clock event`) the input agent waits for them before applying the next input
+    event, so a stitch or merge lands before the lead's next event, as in replay (where forwards
+    apply at once). Counted per process: with several workers a forward handled by another
+    worker is not waited for (docs/streaming.md).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def sent(self, n: int) -> None:
+        """`n` messages went to the internal topic."""
+        if n:
+            self.count += n
+            self._drained.clear()
+
+    def applied(self) -> None:
+        """One forwarded message was applied (after a restart, ones sent before it count too)."""
+        self.count = max(0, self.count - 1)
+        if self.count == 0:
+            self._drained.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight (at most `timeout_s`); False on time-out."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass(frozen=True, slots=True)
 class Tick:
     """Fire a lead's SLA timers at `now` (sent by the timer through the internal topic)."""
@@ -98,7 +134,7 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     ordering.ArrivalOrder.configure(
         [name(t) for t in topics.INPUT_TOPICS],
         idle_ms=config.merge_idle_ms if config.clock == "event" else 0,
-        generation=lambda: app.consumer_generation_id,
+        probe=lambda: (app.consumer_generation_id, app.consumer.assignment()),
     )
     app = faust.App(
         config.app_id,
@@ -157,7 +193,10 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
                 key=key, value=encode_record(str(record.kind), record.as_dict())
             )
 
+    in_flight = InFlight()
+
     def forward(messages: tuple[Message, ...] | list[Any]) -> None:
+        in_flight.sent(len(messages))
         for message in messages:
             internal_topic.send_soon(key=message_key(message).encode(), value=pickle.dumps(message))
 
@@ -212,6 +251,9 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
                     },
                 )
                 continue
+            if config.clock == "event" and in_flight.count:
+                if not await in_flight.drained(timeout_s=5.0):
+                    log.warning("forwarded messages not back within 5 s; applying on")
             advance(decoded)
             try:
                 apply(decoded)
@@ -232,7 +274,10 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     @app.agent(internal_topic)
     async def apply_forwarded_messages(stream: Any) -> None:
         async for value in stream:
-            apply(pickle.loads(value))
+            message = pickle.loads(value)
+            apply(message)
+            if not isinstance(message, Tick):
+                in_flight.applied()
 
     @app.timer(config.tick_interval_s)
     async def fire_sla_timers() -> None:

@@ -3,9 +3,11 @@
 Kafka orders records within a partition only. A lead's events arrive on three topics
 (touches, activities, leads), so Faust's round-robin delivery can apply a `deal_lost` before the
 `lead_created` that preceded it upstream. Like Kafka Streams (`max.task.idle.ms`), this
-scheduler merges the input partitions that share a partition number by arrival key and holds a
-record back until every other input partition of its number has a later record buffered, or
-until it has waited `idle_ms` (the other partitions are then taken to be caught up).
+scheduler merges every input partition this worker is assigned by arrival key and holds a
+record back until every other assigned input partition has a later record buffered, or until it
+has waited `idle_ms` (the silent partitions are then taken to be caught up). With one worker
+that restores the produce order exactly, across leads too (identity steps and merges span
+partitions); with several, each worker's share is in order.
 
 The arrival key is the `leadflow-seq` header (`leadflow produce` stamps 16 bytes: the run's start
 in ns, then the line number, both big-endian, so bytes compare in produce order), else the
@@ -46,23 +48,25 @@ class ArrivalOrder(SchedulingStrategyT):
 
     merged_topics: ClassVar[frozenset[str]] = frozenset()
     idle_s: ClassVar[float] = 0.2
-    generation: ClassVar[Any] = None  # () -> current consumer generation id
+    probe: ClassVar[Any] = None  # () -> (consumer generation id, assigned TPs)
 
     @classmethod
-    def configure(cls, topics: Sequence[str], idle_ms: int, generation: Any = None) -> None:
-        """Which topics to merge, how long to wait for a silent partition, the generation probe."""
+    def configure(cls, topics: Sequence[str], idle_ms: int, probe: Any = None) -> None:
+        """Which topics to merge, how long to wait for a silent partition, and a probe of the
+        consumer's generation and assignment."""
         cls.merged_topics = frozenset(topics)
         cls.idle_s = idle_ms / 1000
-        cls.generation = staticmethod(generation) if generation is not None else None
+        cls.probe = staticmethod(probe) if probe is not None else None
 
     def __init__(self) -> None:
-        # partition number -> topic -> held (arrival key, monotonic receive time, record)
-        self._held: dict[int, dict[str, deque[tuple[bytes, float, Any]]]] = {}
+        # input partition -> held (arrival key, monotonic receive time, record), in offset order
+        self._held: dict[TP, deque[tuple[bytes, float, Any]]] = {}
         self._generation: Any = None
+        self._assigned: frozenset[TP] = frozenset()
 
     def iterate(self, records: Mapping[TP, list[Any]]) -> Iterator[tuple[TP, Any]]:
         """Pass-through records first, then every merged record that may go now, in order."""
-        self._drop_if_rebalanced()
+        self._observe_consumer()
         now = time.monotonic()
         merged = self.merged_topics
         for tp, batch in records.items():
@@ -70,40 +74,36 @@ class ArrivalOrder(SchedulingStrategyT):
                 for record in batch:
                     yield tp, record
                 continue
-            held = self._held.setdefault(tp.partition, {}).setdefault(tp.topic, deque())
+            held = self._held.setdefault(tp, deque())
             held.extend((arrival_key(record), now, record) for record in batch)
-        for partition, by_topic in self._held.items():
-            yield from self._release(partition, by_topic, now)
+        yield from self._release(now)
 
     def held(self) -> int:
         """How many records are held back right now."""
-        return sum(len(q) for by_topic in self._held.values() for q in by_topic.values())
+        return sum(len(q) for q in self._held.values())
 
-    def _release(
-        self, partition: int, by_topic: dict[str, deque[tuple[bytes, float, Any]]], now: float
-    ) -> Iterator[tuple[TP, Any]]:
-        heads = [(q[0][0], topic) for topic, q in by_topic.items() if q]
+    def _release(self, now: float) -> Iterator[tuple[TP, Any]]:
+        held = self._held
+        heads = [(q[0][0], tp) for tp, q in held.items() if q]
         heapq.heapify(heads)
         while heads:
-            key, topic = heads[0]
-            queue = by_topic[topic]
-            waited = now - queue[0][1]
-            others_ready = all(
-                by_topic.get(other) for other in self.merged_topics if other != topic
-            )
-            if not others_ready and waited < self.idle_s:
+            _, tp = heads[0]
+            queue = held[tp]
+            everyone_has_data = all(held.get(other) for other in self._assigned)
+            if not everyone_has_data and now - queue[0][1] < self.idle_s:
                 return
             _, _, record = queue.popleft()
-            yield TP(topic, partition), record
+            yield tp, record
             if queue:
-                heapq.heapreplace(heads, (queue[0][0], topic))
+                heapq.heapreplace(heads, (queue[0][0], tp))
             else:
                 heapq.heappop(heads)
 
-    def _drop_if_rebalanced(self) -> None:
-        if self.generation is None:
+    def _observe_consumer(self) -> None:
+        if self.probe is None:
             return
-        current = self.generation()
-        if current != self._generation:
-            self._held.clear()
-            self._generation = current
+        generation, assigned = self.probe()
+        if generation != self._generation:
+            self._held.clear()  # Faust seeks back to the committed offsets: they come again
+            self._generation = generation
+        self._assigned = frozenset(tp for tp in assigned if tp.topic in self.merged_topics)
