@@ -29,6 +29,7 @@ from streams.core.errors import InvalidEvent
 from streams.core.events import MAX_EVENT_BYTES, Event, parse_event
 from streams.core.identity import Message, apply_anonymous, is_anonymous_message, message_key
 from streams.core.records import OutputKind, Record
+from streams.deadlines import Deadlines
 
 log = logging.getLogger("leadflow.worker")
 
@@ -200,6 +201,24 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         for message in messages:
             internal_topic.send_soon(key=message_key(message).encode(), value=pickle.dumps(message))
 
+    deadlines = Deadlines()
+    deadlines_loaded = {"done": False}
+
+    def load_deadlines() -> None:
+        """After a (re)start: index the next deadline of every lead in the recovered table."""
+        if deadlines_loaded["done"]:
+            return
+        deadlines_loaded["done"] = True
+        for raw in list(lead_to_state.values()):
+            state = pickle.loads(raw)
+            deadlines.schedule(state.lead_id, engine.next_deadline(state, defs))
+
+    def send_ticks(now: datetime) -> None:
+        """A Tick through the internal topic (keyed by lead) for every lead due by `now`."""
+        for lead_id in deadlines.pop_due(now):
+            in_flight.sent(1)
+            internal_topic.send_soon(key=lead_id.encode(), value=pickle.dumps(Tick(lead_id, now)))
+
     def save_lead(key: bytes, before: Any, step: engine.Step) -> None:
         """Store the lead's new state; publish its lead-state record when it changed."""
         store(lead_to_state, key, step.state)
@@ -209,6 +228,8 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
             record = engine.snapshot(after, defs)
             if record is not None:
                 send_outputs((record,))
+        if after is not None and (after.sla or after.lead_id in deadlines):
+            deadlines.schedule(after.lead_id, engine.next_deadline(after, defs))
 
     def apply(message: Message | Tick) -> None:
         if isinstance(message, Tick):
@@ -255,8 +276,11 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
                 if not await in_flight.drained(timeout_s=5.0):
                     log.warning("forwarded messages not back within 5 s; applying on")
             advance(decoded)
+            load_deadlines()
             try:
                 apply(decoded)
+                if config.clock == "event":
+                    send_ticks(watermark["at"])  # as replay: the event, then what fell due
             except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
                 log.exception("event %s could not be applied", decoded.event_id)
                 await dlq_topic.send(
@@ -274,21 +298,16 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     @app.agent(internal_topic)
     async def apply_forwarded_messages(stream: Any) -> None:
         async for value in stream:
-            message = pickle.loads(value)
-            apply(message)
-            if not isinstance(message, Tick):
-                in_flight.applied()
+            apply(pickle.loads(value))
+            in_flight.applied()
 
     @app.timer(config.tick_interval_s)
     async def fire_sla_timers() -> None:
         now = datetime.now(UTC) if config.clock == "live" else watermark["at"]
         if now is None:
             return
-        for key, raw in list(lead_to_state.items()):
-            state = pickle.loads(raw)
-            due = engine.next_deadline(state, defs)
-            if due is not None and due <= now:
-                internal_topic.send_soon(key=key, value=pickle.dumps(Tick(state.lead_id, now)))
+        load_deadlines()
+        send_ticks(now)
 
     @app.task
     async def check_co_partitioning() -> None:

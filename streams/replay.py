@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import heapq
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -31,6 +30,7 @@ from streams.core.records import (
     record_id,
 )
 from streams.core.state import AnonymousState, LeadState
+from streams.deadlines import Deadlines
 
 OUTPUT_FILES = (
     "transitions.jsonl",
@@ -76,8 +76,7 @@ class Replayer:
         self.sla_latest: dict[str, SlaRecord] = {}
         self.dead_letters: list[DeadLetter] = []
         self._emit = emit
-        self._heap: list[tuple[datetime, str]] = []
-        self._scheduled: dict[str, datetime] = {}
+        self._deadlines = Deadlines()
         self._tally = sla.EMPTY_TALLY
         self._week_end: datetime | None = None
 
@@ -110,7 +109,8 @@ class Replayer:
                 queue.extend(self._apply(queue.popleft()))
         at = event.occurred_at
         if self.clock is None or at > self.clock:
-            if (self._heap and self._heap[0][0] <= at) or (
+            due = self._deadlines.next_due()
+            if (due is not None and due <= at) or (
                 self._week_end is not None and self._week_end <= at
             ):
                 self.advance(at)
@@ -131,8 +131,8 @@ class Replayer:
         state = step.state
         if state is not None:
             self.leads[key] = state
-            if state.sla or key in self._scheduled:
-                self._schedule(state)
+            if state.sla or key in self._deadlines:
+                self._deadlines.schedule(key, engine.next_deadline(state, self.defs))
         if step.ignored is not None:
             self._count_ignored(step.ignored)
         if step.outputs:
@@ -150,17 +150,13 @@ class Replayer:
     def advance(self, now: datetime) -> None:
         """Move the clock to `now`, firing every SLA timer and weekly target due by then."""
         self.clock = now if self.clock is None else max(self.clock, now)
-        while self._heap and self._heap[0][0] <= now:
-            due, lead_id = heapq.heappop(self._heap)
-            if self._scheduled.get(lead_id) != due:
-                continue
-            del self._scheduled[lead_id]
-            state = self.leads[lead_id]
-            step = engine.tick(state, now, self.defs)
-            if step.state is not None:
-                self.leads[lead_id] = step.state
-                self._schedule(step.state)
-            self._record(step.outputs)
+        while due_leads := self._deadlines.pop_due(now):
+            for lead_id in due_leads:
+                step = engine.tick(self.leads[lead_id], now, self.defs)
+                if step.state is not None:
+                    self.leads[lead_id] = step.state
+                    self._deadlines.schedule(lead_id, engine.next_deadline(step.state, self.defs))
+                self._record(step.outputs)
         if self._week_end is not None and self._week_end <= now:
             self._tally, records = sla.close_weeks(self._tally, now, self.defs)
             self._week_end = sla.next_week_close(self._tally, self.defs)
@@ -176,16 +172,6 @@ class Replayer:
         return latest
 
     # output -----------------------------------------------------------------------------------
-
-    def _schedule(self, state: LeadState) -> None:
-        due = engine.next_deadline(state, self.defs)
-        if due is None:
-            self._scheduled.pop(state.lead_id, None)
-            return
-        if self._scheduled.get(state.lead_id) == due:
-            return
-        self._scheduled[state.lead_id] = due
-        heapq.heappush(self._heap, (due, state.lead_id))
 
     def _record(self, outputs: Iterable[Record]) -> None:
         for out in outputs:

