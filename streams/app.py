@@ -23,12 +23,12 @@ from schemas.errors import LeadflowError
 from schemas.registry import SchemaError
 from schemas.serde import decode_event, encode_record
 from streams import ordering, tansu, topics
-from streams.core import engine
+from streams.core import engine, sla
 from streams.core.definitions import Definitions
 from streams.core.errors import InvalidEvent
 from streams.core.events import MAX_EVENT_BYTES, Event, parse_event
 from streams.core.identity import Message, apply_anonymous, is_anonymous_message, message_key
-from streams.core.records import OutputKind, Record
+from streams.core.records import OutputKind, Record, Transition
 from streams.deadlines import Deadlines
 
 log = logging.getLogger("leadflow.worker")
@@ -113,6 +113,26 @@ class Tick:
     now: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class CountMql:
+    """Count one MQL of `team_id` at `at` in the weekly target tally (keyed `WEEKLY_KEY`)."""
+
+    team_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CloseWeeks:
+    """Report every week of the weekly target tally that ended by `now`."""
+
+    now: datetime
+
+
+# The weekly MQL tally is one small value for all teams (as in replay: every team's weeks open
+# with the first MQL of any team); MQLs are a few percent of events, so one key is enough.
+WEEKLY_KEY = b"weekly-mql-target"
+
+
 def decode_input(value: bytes, fmt: str) -> Event:
     """Input bytes (framed Avro, or canonical JSON) → validated Event; InvalidEvent/SchemaError."""
     if len(value) > MAX_EVENT_BYTES:
@@ -172,6 +192,9 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     anonymous_to_touches = app.Table(
         "anonymous_to_touches", partitions=config.partitions, key_type=bytes, value_type=bytes
     )
+    key_to_weekly_tally = app.Table(
+        "key_to_weekly_tally", partitions=config.partitions, key_type=bytes, value_type=bytes
+    )
 
     def load(table: Any, key: bytes) -> Any:
         raw = table.get(key)
@@ -197,12 +220,13 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     in_flight = InFlight()
 
     def forward(messages: tuple[Message, ...] | list[Any]) -> None:
-        in_flight.sent(len(messages))
         for message in messages:
-            internal_topic.send_soon(key=message_key(message).encode(), value=pickle.dumps(message))
+            send_internal(message_key(message).encode(), message)
 
     deadlines = Deadlines()
     deadlines_loaded = {"done": False}
+
+    week_end: dict[str, datetime | None] = {"at": None}  # when the earliest open week ends
 
     def load_deadlines() -> None:
         """After a (re)start: index the next deadline of every lead in the recovered table."""
@@ -212,17 +236,46 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         for raw in list(lead_to_state.values()):
             state = pickle.loads(raw)
             deadlines.schedule(state.lead_id, engine.next_deadline(state, defs))
+        tally = load(key_to_weekly_tally, WEEKLY_KEY)
+        if tally is not None:
+            week_end["at"] = sla.next_week_close(tally, defs)
+
+    def send_internal(key: bytes, message: object) -> None:
+        in_flight.sent(1)
+        internal_topic.send_soon(key=key, value=pickle.dumps(message))
+
+    def close_weeks(now: datetime) -> None:
+        """Ask the tally to report the weeks that ended by `now` (once per crossing)."""
+        if week_end["at"] is not None and week_end["at"] <= now:
+            week_end["at"] = None  # known again once the tally has applied it
+            send_internal(WEEKLY_KEY, CloseWeeks(now))
+
+    def apply_weekly(message: CountMql | CloseWeeks) -> None:
+        tally = load(key_to_weekly_tally, WEEKLY_KEY) or sla.EMPTY_TALLY
+        if isinstance(message, CountMql):
+            tally = sla.count_mql(tally, message.team_id, message.at, defs)
+        else:
+            tally, records = sla.close_weeks(tally, message.now, defs)
+            send_outputs(records)
+        store(key_to_weekly_tally, WEEKLY_KEY, tally)
+        week_end["at"] = sla.next_week_close(tally, defs)
 
     def send_ticks(now: datetime) -> None:
         """A Tick through the internal topic (keyed by lead) for every lead due by `now`."""
         for lead_id in deadlines.pop_due(now):
-            in_flight.sent(1)
-            internal_topic.send_soon(key=lead_id.encode(), value=pickle.dumps(Tick(lead_id, now)))
+            send_internal(lead_id.encode(), Tick(lead_id, now))
 
     def save_lead(key: bytes, before: Any, step: engine.Step) -> None:
         """Store the lead's new state; publish its lead-state record when it changed."""
         store(lead_to_state, key, step.state)
         send_outputs(step.outputs)
+        for record in step.outputs:
+            if (
+                isinstance(record, Transition)
+                and record.to_stage == "mql"
+                and record.team_id in defs.teams
+            ):
+                send_internal(WEEKLY_KEY, CountMql(record.team_id, record.at))
         after = step.state
         if after is not None and (before is None or after.version != before.version):
             record = engine.snapshot(after, defs)
@@ -231,7 +284,10 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         if after is not None and (after.sla or after.lead_id in deadlines):
             deadlines.schedule(after.lead_id, engine.next_deadline(after, defs))
 
-    def apply(message: Message | Tick) -> None:
+    def apply(message: Message | Tick | CountMql | CloseWeeks) -> None:
+        if isinstance(message, CountMql | CloseWeeks):
+            apply_weekly(message)
+            return
         if isinstance(message, Tick):
             key = message.lead_id.encode()
             state = load(lead_to_state, key)
@@ -279,8 +335,9 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
             load_deadlines()
             try:
                 apply(decoded)
-                if config.clock == "event":
-                    send_ticks(watermark["at"])  # as replay: the event, then what fell due
+                if config.clock == "event":  # as replay: the event, then what fell due
+                    send_ticks(watermark["at"])
+                    close_weeks(watermark["at"])
             except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
                 log.exception("event %s could not be applied", decoded.event_id)
                 await dlq_topic.send(
@@ -308,6 +365,7 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
             return
         load_deadlines()
         send_ticks(now)
+        close_weeks(now)
 
     @app.task
     async def check_co_partitioning() -> None:

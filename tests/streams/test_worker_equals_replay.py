@@ -142,7 +142,6 @@ def test_lead_sla_outcomes_are_identical(
     assert want == got, _diff("SLA outcomes", want, got)
 
 
-@pytest.mark.xfail(strict=True, reason="the worker does not compute weekly MQL targets yet")
 def test_weekly_mql_targets_are_identical(
     worker_outputs: dict[str, list[dict[str, Any]]], replayed: Path
 ) -> None:
