@@ -253,6 +253,8 @@ def _worker(
         )
         if worker.poll() is not None:
             raise RuntimeError(f"the worker exited with code {worker.returncode}: {_tail(log)}")
+        if committed < expected:
+            print(f"worker log (tail):\n{_tail(log)}")
     finally:
         _stop(worker)
     return stamps, started, committed

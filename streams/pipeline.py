@@ -1,0 +1,393 @@
+"""The worker's driver of the core: batches of Kafka events in, outputs out, then state.
+
+`Pipeline` is to the Faust agents what `streams.replay.Replayer` is to a file: it decodes,
+applies messages with `streams.core.engine` / `identity`, keeps the SLA deadline index and the
+weekly MQL tally, and decides what to send. It works a batch at a time:
+
+1. apply every event of the batch against an overlay of the tables (reads see earlier writes);
+2. send the outputs, dead letters and internal messages, and wait until the broker has them;
+3. only then write the new states to the tables (their changelogs).
+
+So a crash can lose state writes but never outputs whose state survived: after a restart the
+events after the last commit are applied again and give the same records with the same ids
+(duplicates only as exact re-deliveries, never gaps).
+
+In backfill (`--clock event`) a batch is cut after any event that sent an internal message
+(a forward, an SLA tick, an MQL count) and the next event waits until those are applied, so
+every lead sees the same sequence as in replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import pickle
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from schemas.registry import SchemaError
+from schemas.serde import decode_event, encode_record
+from streams import topics
+from streams.core import engine, sla
+from streams.core.definitions import Definitions
+from streams.core.errors import InvalidEvent
+from streams.core.events import MAX_EVENT_BYTES, Event, parse_event
+from streams.core.identity import Message, apply_anonymous, is_anonymous_message, message_key
+from streams.core.records import OutputKind, Record, Transition
+from streams.deadlines import Deadlines
+
+log = logging.getLogger("leadflow.worker")
+
+OUTPUT_TOPIC = {
+    OutputKind.TRANSITION: topics.TRANSITIONS,
+    OutputKind.SLA: topics.SLA,
+    OutputKind.ATTRIBUTION: topics.ATTRIBUTION,
+    OutputKind.LEAD_STATE: topics.LEAD_STATE,
+}
+# The weekly MQL tally is one small value for all teams (as in replay, every team's weeks open
+# with the first MQL of any team); MQLs are a few percent of events, so one key is enough.
+WEEKLY_KEY = b"weekly-mql-target"
+LEAD_TABLE, ANONYMOUS_TABLE, WEEKLY_TABLE = (
+    "lead_to_state",
+    "anonymous_to_touches",
+    "key_to_weekly_tally",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """Fire a lead's SLA timers at `now`."""
+
+    lead_id: str
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CountMql:
+    """Count one MQL transition (`record_id`, once) of `team_id` at `at` in the weekly tally."""
+
+    record_id: str
+    team_id: str
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class CloseWeeks:
+    """Report every week of the weekly tally that ended by `now`."""
+
+    now: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class WeeklyState:
+    """The weekly tally plus the MQL transitions counted in its open weeks, as (record_id, at):
+    a re-delivered count is applied once."""
+
+    tally: sla.WeeklyMqlTally = sla.EMPTY_TALLY
+    counted: frozenset[tuple[str, datetime]] = frozenset()
+
+
+Internal = Message | Tick | CountMql | CloseWeeks
+
+
+class KafkaEvent(Protocol):
+    """What the pipeline reads of a Faust event."""
+
+    @property
+    def message(self) -> Any: ...
+
+
+Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None], Awaitable[Any]]
+
+
+class InFlight:
+    """Internal messages this process sent and has not applied yet (see module docstring).
+
+    Counted per process: with several workers, a message handled by another worker is not
+    waited for (docs/streaming.md).
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+
+    def sent(self, n: int) -> None:
+        """`n` messages went to the internal topic."""
+        if n:
+            self.count += n
+            self._drained.clear()
+
+    def applied(self, n: int) -> None:
+        """`n` internal messages were applied (after a restart, ones sent before it count too)."""
+        self.count = max(0, self.count - n)
+        if self.count == 0:
+            self._drained.set()
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until nothing is in flight (at most `timeout_s`); False on time-out."""
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        return True
+
+
+@dataclass
+class _Batch:
+    """What one batch changes: table writes (by table and key), and what to send."""
+
+    writes: dict[tuple[str, bytes], tuple[Any, object]] = field(default_factory=dict)
+    sends: list[tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]] = field(
+        default_factory=list
+    )
+    snapshots: dict[bytes, Record] = field(default_factory=dict)
+    internal: int = 0
+
+
+def decode_input(value: bytes, fmt: str) -> Event:
+    """Input bytes (framed Avro, or canonical JSON) → validated Event; InvalidEvent/SchemaError."""
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEvent(f"event: larger than {MAX_EVENT_BYTES} bytes")
+    if fmt == "json" or value[:1] == b"{":
+        try:
+            obj = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise InvalidEvent("event: not valid JSON") from None
+    else:
+        obj = decode_event(value)
+    return parse_event(obj)
+
+
+class Pipeline:
+    """Applies batches of input events and of internal messages; see the module docstring.
+
+    `tables` maps table name → a Faust table; `write(table, key, value, event)` stores a value
+    (None deletes) in the changelog partition of `event`; `send(topic, key, value, headers)`
+    returns the broker's acknowledgement to await.
+    """
+
+    def __init__(
+        self,
+        defs: Definitions,
+        clock: Literal["live", "event"],
+        input_format: str,
+        topic_name: Callable[[str], str],
+        tables: dict[str, Any],
+        write: Callable[[Any, bytes, object, Any], None],
+        send: Send,
+    ) -> None:
+        self.defs = defs
+        self.clock = clock
+        self.input_format = input_format
+        self._name = topic_name
+        self._tables = tables
+        self._write = write
+        self._send = send
+        self.in_flight = InFlight()
+        self.watermark: datetime | None = None
+        self._deadlines = Deadlines()
+        self._deadlines_loaded = False
+        self._week_end: datetime | None = None
+
+    # --- agents call these ----------------------------------------------------------------
+
+    async def on_input(self, events: Sequence[KafkaEvent]) -> None:
+        """Apply a batch from the input topics (dead-lettering what cannot be applied)."""
+        self._load_deadlines()
+        batch = _Batch()
+        for event in events:
+            message = event.message
+            try:
+                decoded = decode_input(message.value or b"", self.input_format)
+            except (InvalidEvent, SchemaError) as exc:
+                self._dead_letter(batch, message, str(exc), exc)
+                continue
+            if self.watermark is None or decoded.occurred_at > self.watermark:
+                self.watermark = decoded.occurred_at
+            try:
+                self._apply(decoded, event, batch)
+            except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
+                log.exception("event %s could not be applied", decoded.event_id)
+                self._dead_letter(batch, message, f"not applied: {type(exc).__name__}: {exc}", exc)
+                continue
+            if self.clock == "event":  # as replay: the event, then what fell due by its time
+                self._send_ticks(self.watermark, batch)
+                self._close_weeks(self.watermark, batch)
+                if batch.internal:
+                    await self._flush(batch)
+                    batch = _Batch()
+                    if not await self.in_flight.drained(timeout_s=5.0):
+                        log.warning("internal messages not back within 5 s; applying on")
+        await self._flush(batch)
+
+    async def on_internal(self, events: Sequence[KafkaEvent]) -> None:
+        """Apply a batch from the internal topic (forwards, ticks, weekly tally messages)."""
+        batch = _Batch()
+        for event in events:
+            message = pickle.loads(event.message.value)
+            try:
+                self._apply(message, event, batch)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("internal message %r could not be applied", message)
+                self._dead_letter(batch, event.message, f"not applied: {exc}", exc)
+        await self._flush(batch)
+        self.in_flight.applied(len(events))
+
+    async def on_timer(self, now: datetime | None) -> None:
+        """Live clock: tick every lead due by `now` and close ended weeks (no event needed)."""
+        if now is None:
+            return
+        self._load_deadlines()
+        batch = _Batch()
+        self._send_ticks(now, batch)
+        self._close_weeks(now, batch)
+        await self._flush(batch)
+
+    # --- applying ------------------------------------------------------------------------
+
+    def _apply(self, message: Internal, event: Any, batch: _Batch) -> None:
+        if isinstance(message, CountMql | CloseWeeks):
+            self._apply_weekly(message, event, batch)
+            return
+        if isinstance(message, Tick):
+            key = message.lead_id.encode()
+            state = self._read(LEAD_TABLE, key, batch)
+            if state is not None:
+                self._save_lead(
+                    key, state, engine.tick(state, message.now, self.defs), event, batch
+                )
+            return
+        key = message_key(message).encode()
+        if is_anonymous_message(message):
+            anonymous, forwards = apply_anonymous(self._read(ANONYMOUS_TABLE, key, batch), message)
+            batch.writes[(ANONYMOUS_TABLE, key)] = (event, anonymous)
+            self._forward(forwards, batch)
+            return
+        state = self._read(LEAD_TABLE, key, batch)
+        step = engine.apply(state, message, self.defs)
+        self._save_lead(key, state, step, event, batch)
+        self._forward(step.forwards, batch)
+
+    def _save_lead(
+        self, key: bytes, before: Any, step: engine.Step, event: Any, batch: _Batch
+    ) -> None:
+        batch.writes[(LEAD_TABLE, key)] = (event, step.state)
+        self._output(step.outputs, batch)
+        for record in step.outputs:
+            if (
+                isinstance(record, Transition)
+                and record.to_stage == "mql"
+                and record.team_id in self.defs.teams
+            ):
+                self._internal(
+                    WEEKLY_KEY, CountMql(record.record_id, record.team_id, record.at), batch
+                )
+        after = step.state
+        if after is None:
+            return
+        if before is None or after.version != before.version:
+            snapshot = engine.snapshot(after, self.defs)
+            if snapshot is not None:
+                batch.snapshots[key] = snapshot  # the lead-state topic keeps the latest per lead
+        if after.sla or after.lead_id in self._deadlines:
+            self._deadlines.schedule(after.lead_id, engine.next_deadline(after, self.defs))
+
+    def _apply_weekly(self, message: CountMql | CloseWeeks, event: Any, batch: _Batch) -> None:
+        weekly = self._read(WEEKLY_TABLE, WEEKLY_KEY, batch) or WeeklyState()
+        if isinstance(message, CountMql):
+            counted = (message.record_id, message.at)
+            if counted in weekly.counted:
+                return
+            tally = sla.count_mql(weekly.tally, message.team_id, message.at, self.defs)
+            weekly = WeeklyState(tally, weekly.counted | {counted})
+        else:
+            tally, records = sla.close_weeks(weekly.tally, message.now, self.defs)
+            self._output(records, batch)
+            # a count for a closed week is ignored by the tally anyway: forget those ids (with a
+            # day of margin for time zones and DST)
+            first_open = sla.next_week_close(tally, self.defs)
+            horizon = first_open - timedelta(days=8) if first_open else None
+            kept = {c for c in weekly.counted if horizon is None or c[1] >= horizon}
+            weekly = WeeklyState(tally, frozenset(kept))
+        batch.writes[(WEEKLY_TABLE, WEEKLY_KEY)] = (event, weekly)
+        self._week_end = sla.next_week_close(weekly.tally, self.defs)
+
+    def _load_deadlines(self) -> None:
+        """After a (re)start: index every recovered lead's next deadline, and the weekly tally."""
+        if self._deadlines_loaded:
+            return
+        self._deadlines_loaded = True
+        for raw in list(self._tables[LEAD_TABLE].values()):
+            state = pickle.loads(raw)
+            self._deadlines.schedule(state.lead_id, engine.next_deadline(state, self.defs))
+        raw_weekly = self._tables[WEEKLY_TABLE].get(WEEKLY_KEY)
+        if raw_weekly is not None:
+            self._week_end = sla.next_week_close(pickle.loads(raw_weekly).tally, self.defs)
+
+    def _send_ticks(self, now: datetime, batch: _Batch) -> None:
+        for lead_id in self._deadlines.pop_due(now):
+            self._internal(lead_id.encode(), Tick(lead_id, now), batch)
+
+    def _close_weeks(self, now: datetime, batch: _Batch) -> None:
+        if self._week_end is not None and self._week_end <= now:
+            self._week_end = None  # known again once the tally has applied it
+            self._internal(WEEKLY_KEY, CloseWeeks(now), batch)
+
+    # --- reading and sending -------------------------------------------------------------
+
+    def _read(self, table: str, key: bytes, batch: _Batch) -> Any:
+        pending = batch.writes.get((table, key))
+        if pending is not None:
+            return pending[1]
+        raw = self._tables[table].get(key)
+        return None if raw is None else pickle.loads(raw)
+
+    def _output(self, records: Iterable[Record], batch: _Batch) -> None:
+        for record in records:
+            key = (
+                getattr(record, "lead_id", None) or getattr(record, "team_id", None) or ""
+            ).encode()
+            value = encode_record(str(record.kind), record.as_dict())
+            batch.sends.append((self._name(OUTPUT_TOPIC[record.kind]), key, value, None))
+
+    def _forward(self, messages: Iterable[Message], batch: _Batch) -> None:
+        for message in messages:
+            self._internal(message_key(message).encode(), message, batch)
+
+    def _internal(self, key: bytes, message: Internal, batch: _Batch) -> None:
+        batch.sends.append((self._name(topics.LEAD_EVENTS), key, pickle.dumps(message), None))
+        batch.internal += 1
+
+    def _dead_letter(self, batch: _Batch, message: Any, reason: str, exc: BaseException) -> None:
+        headers = [
+            ("reason", reason[:500].encode()),
+            ("error_class", type(exc).__name__.encode()),
+            ("source_topic", str(message.topic).encode()),
+            ("source_partition", str(message.partition).encode()),
+            ("source_offset", str(message.offset).encode()),
+        ]
+        batch.sends.append(
+            (self._name(topics.DLQ), message.key or b"", message.value or b"", headers)
+        )
+
+    async def _flush(self, batch: _Batch) -> None:
+        """Send everything, wait for the broker's acks, then write the tables (module docstring)."""
+        for key, snapshot in batch.snapshots.items():
+            value = encode_record(str(snapshot.kind), snapshot.as_dict())
+            batch.sends.append((self._name(topics.LEAD_STATE), key, value, None))
+        self.in_flight.sent(batch.internal)
+        acks = [
+            await self._send(topic, key, value, headers)
+            for topic, key, value, headers in batch.sends
+        ]
+        if acks:
+            await asyncio.gather(*acks)
+        for (table, key), (event, value) in batch.writes.items():
+            self._write(
+                self._tables[table], key, None if value is None else pickle.dumps(value), event
+            )
