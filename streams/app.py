@@ -56,6 +56,7 @@ class WorkerConfig:
     merge_idle_ms: int = 200  # backfill: how long a silent input partition may hold the others
     batch_size: int = 500  # events per batch handed to the pipeline
     batch_window_s: float = 0.01  # longest wait for a batch to fill
+    exact_end_offsets: bool = True  # the Tansu recovery fix (streams/tansu.py); off: diagnostics
 
 
 def write_in_partition_of(table: Any, key: bytes, value: bytes | None, event: Any) -> None:
@@ -77,12 +78,17 @@ def write_in_partition_of(table: Any, key: bytes, value: bytes | None, event: An
 
 def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     """Build the Faust app with its topics, tables, agents and the SLA timer."""
-    tansu.configure(config.fetch_max_wait_ms, config.bootstrap)
+    tansu.configure(
+        config.fetch_max_wait_ms, config.bootstrap if config.exact_end_offsets else None
+    )
     name = lambda topic: config.topic_prefix + topic  # noqa: E731
     app: faust.App
+    credit = ordering.InputCredit(limit=2000)
     ordering.ArrivalOrder.configure(
         [name(t) for t in topics.INPUT_TOPICS],
         idle_ms=config.merge_idle_ms if config.clock == "event" else 0,
+        startup_ms=3000 if config.clock == "event" else 0,
+        credit=credit,
         probe=lambda: (app.consumer_generation_id, app.consumer.assignment()),
     )
     app = faust.App(
@@ -115,10 +121,27 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     }
 
     async def send(
-        topic: str, key: bytes, value: bytes, headers: list[tuple[str, bytes]] | None
+        topic: str,
+        key: bytes,
+        value: bytes,
+        headers: list[tuple[str, bytes]] | None,
+        partition: int | None,
     ) -> Any:
         producer = await app.maybe_start_producer()
-        return await producer.send(topic, key, value, None, None, headers)
+        return await producer.send(topic, key, value, partition, None, headers)
+
+    async def flush() -> None:
+        await app.producer.flush()
+
+    input_names = {name(t) for t in topics.INPUT_TOPICS}
+
+    async def committed_offsets() -> dict[tuple[str, int], int]:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic in input_names]
+        return await tansu.committed_offsets(config.bootstrap, config.app_id, assigned)
+
+    def internal_partitions() -> set[int]:
+        internal = internal_topic.get_topic_name()
+        return {tp.partition for tp in app.consumer.assignment() if tp.topic == internal}
 
     pipeline = Pipeline(
         defs,
@@ -128,12 +151,18 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         tables,
         write_in_partition_of,
         send,
+        flush,
+        internal_partitions,
+        committed_offsets,
     )
 
     @app.agent(input_topic)
     async def apply_input_events(stream: Any) -> None:
         async for events in stream.take_events(config.batch_size, config.batch_window_s):
-            await pipeline.on_input(events)
+            try:
+                await pipeline.on_input(events)
+            finally:
+                credit.returned(len(events))
 
     @app.agent(internal_topic)
     async def apply_internal_messages(stream: Any) -> None:

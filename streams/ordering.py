@@ -39,6 +39,24 @@ def arrival_key(record: Any) -> bytes:
     return (max(record.timestamp, 0) * 1_000_000).to_bytes(8, "big") + bytes(8)
 
 
+class InputCredit:
+    """How many merged input records may be delivered and not yet applied.
+
+    Faust delivers every topic through one fetch loop into bounded per-agent queues. If the
+    input queue fills while the input agent waits for its internal messages, the loop blocks
+    and those messages never arrive. Keeping fewer input records outstanding than the queue
+    holds (Faust's `stream_buffer_maxsize`, 4096) keeps the loop, and the internal topic, moving.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.outstanding = 0
+
+    def returned(self, n: int) -> None:
+        """`n` delivered input records were applied (or dead-lettered)."""
+        self.outstanding = max(0, self.outstanding - n)
+
+
 class ArrivalOrder(SchedulingStrategyT):
     """Faust `ConsumerScheduler`: merged delivery of the input topics, pass-through for others.
 
@@ -48,14 +66,27 @@ class ArrivalOrder(SchedulingStrategyT):
 
     merged_topics: ClassVar[frozenset[str]] = frozenset()
     idle_s: ClassVar[float] = 0.2
+    # after an assignment, partitions start delivering at different times (offset resets,
+    # resumed flow): until each has delivered once, a silent partition is waited for this long
+    startup_s: ClassVar[float] = 3.0
     probe: ClassVar[Any] = None  # () -> (consumer generation id, assigned TPs)
+    credit: ClassVar[InputCredit | None] = None
 
     @classmethod
-    def configure(cls, topics: Sequence[str], idle_ms: int, probe: Any = None) -> None:
-        """Which topics to merge, how long to wait for a silent partition, and a probe of the
-        consumer's generation and assignment."""
+    def configure(
+        cls,
+        topics: Sequence[str],
+        idle_ms: int,
+        probe: Any = None,
+        startup_ms: int = 3000,
+        credit: InputCredit | None = None,
+    ) -> None:
+        """Which topics to merge, how long to wait for a silent partition (in steady state and
+        just after an assignment), and a probe of the consumer's generation and assignment."""
         cls.merged_topics = frozenset(topics)
         cls.idle_s = idle_ms / 1000
+        cls.startup_s = startup_ms / 1000
+        cls.credit = credit
         cls.probe = staticmethod(probe) if probe is not None else None
 
     def __init__(self) -> None:
@@ -63,6 +94,8 @@ class ArrivalOrder(SchedulingStrategyT):
         self._held: dict[TP, deque[tuple[bytes, float, Any]]] = {}
         self._generation: Any = None
         self._assigned: frozenset[TP] = frozenset()
+        self._delivered: set[TP] = set()  # assigned partitions that delivered this generation
+        self._assigned_at = time.monotonic()
 
     def iterate(self, records: Mapping[TP, list[Any]]) -> Iterator[tuple[TP, Any]]:
         """Pass-through records first, then every merged record that may go now, in order."""
@@ -76,6 +109,7 @@ class ArrivalOrder(SchedulingStrategyT):
                 continue
             held = self._held.setdefault(tp, deque())
             held.extend((arrival_key(record), now, record) for record in batch)
+            self._delivered.add(tp)
         yield from self._release(now)
 
     def held(self) -> int:
@@ -84,15 +118,23 @@ class ArrivalOrder(SchedulingStrategyT):
 
     def _release(self, now: float) -> Iterator[tuple[TP, Any]]:
         held = self._held
+        wait_s = self.idle_s
+        if now - self._assigned_at < self.startup_s and not self._assigned <= self._delivered:
+            wait_s = self.startup_s
+        credit = self.credit
         heads = [(q[0][0], tp) for tp, q in held.items() if q]
         heapq.heapify(heads)
         while heads:
+            if credit is not None and credit.outstanding >= credit.limit:
+                return
             _, tp = heads[0]
             queue = held[tp]
             everyone_has_data = all(held.get(other) for other in self._assigned)
-            if not everyone_has_data and now - queue[0][1] < self.idle_s:
+            if not everyone_has_data and now - queue[0][1] < wait_s:
                 return
             _, _, record = queue.popleft()
+            if credit is not None:
+                credit.outstanding += 1
             yield tp, record
             if queue:
                 heapq.heapreplace(heads, (queue[0][0], tp))
@@ -103,7 +145,11 @@ class ArrivalOrder(SchedulingStrategyT):
         if self.probe is None:
             return
         generation, assigned = self.probe()
-        if generation != self._generation:
-            self._held.clear()  # Faust seeks back to the committed offsets: they come again
+        assigned = frozenset(tp for tp in assigned if tp.topic in self.merged_topics)
+        if generation != self._generation or assigned != self._assigned:
+            if generation != self._generation:
+                self._held.clear()  # Faust seeks back to the committed offsets: they come again
             self._generation = generation
-        self._assigned = frozenset(tp for tp in assigned if tp.topic in self.merged_topics)
+            self._assigned = assigned
+            self._delivered &= assigned
+            self._assigned_at = time.monotonic()

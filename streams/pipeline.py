@@ -6,7 +6,7 @@ weekly MQL tally, and decides what to send. It works a batch at a time:
 
 1. apply every event of the batch against an overlay of the tables (reads see earlier writes);
 2. send the outputs, dead letters and internal messages, and wait until the broker has them;
-3. only then write the new states to the tables (their changelogs).
+3. only then write the new states to the tables (their changelogs), and wait for those too.
 
 So a crash can lose state writes but never outputs whose state survived: after a restart the
 events after the last commit are applied again and give the same records with the same ids
@@ -15,6 +15,15 @@ events after the last commit are applied again and give the same records with th
 In backfill (`--clock event`) a batch is cut after any event that sent an internal message
 (a forward, an SLA tick, an MQL count) and the next event waits until those are applied, so
 every lead sees the same sequence as in replay.
+
+After a (re)start or a rebalance, internal messages an earlier process sent may still be
+waiting in the internal topic. Every internal message names its root cause, the input record
+(topic, partition, offset) whose processing led to it. A backlog message whose cause is at or
+after the group's committed offset belongs to an input that is about to be applied again: it
+is parked, and sent again right after that input is re-applied, so it lands in the order it
+first had (a cause applied before its consequences). Others are applied at once. Before
+applying input, the pipeline appends a `Fence` to each internal partition it was newly given
+and waits until its own agent has read up to them: the whole backlog is then applied or parked.
 """
 
 from __future__ import annotations
@@ -22,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import pickle
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -83,6 +93,13 @@ class CloseWeeks:
 
 
 @dataclass(frozen=True, slots=True)
+class Fence:
+    """Marks the end of an internal partition's backlog (see the module docstring)."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class WeeklyState:
     """The weekly tally plus the MQL transitions counted in its open weeks, as (record_id, at):
     a re-delivered count is applied once."""
@@ -91,7 +108,8 @@ class WeeklyState:
     counted: frozenset[tuple[str, datetime]] = frozenset()
 
 
-Internal = Message | Tick | CountMql | CloseWeeks
+Internal = Message | Tick | CountMql | CloseWeeks | Fence
+Cause = tuple[str, int, int]  # the root input record: topic, partition, offset
 
 
 class KafkaEvent(Protocol):
@@ -101,7 +119,8 @@ class KafkaEvent(Protocol):
     def message(self) -> Any: ...
 
 
-Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None], Awaitable[Any]]
+Outgoing = tuple[str, bytes, bytes, list[tuple[str, bytes]] | None, int | None]
+Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None, int | None], Awaitable[Any]]
 
 
 class InFlight:
@@ -142,9 +161,7 @@ class _Batch:
     """What one batch changes: table writes (by table and key), and what to send."""
 
     writes: dict[tuple[str, bytes], tuple[Any, object]] = field(default_factory=dict)
-    sends: list[tuple[str, bytes, bytes, list[tuple[str, bytes]] | None]] = field(
-        default_factory=list
-    )
+    sends: list[Outgoing] = field(default_factory=list)
     snapshots: dict[bytes, Record] = field(default_factory=dict)
     internal: int = 0
 
@@ -167,8 +184,10 @@ class Pipeline:
     """Applies batches of input events and of internal messages; see the module docstring.
 
     `tables` maps table name → a Faust table; `write(table, key, value, event)` stores a value
-    (None deletes) in the changelog partition of `event`; `send(topic, key, value, headers)`
-    returns the broker's acknowledgement to await.
+    (None deletes) in the changelog partition of `event`; `send(topic, key, value, headers,
+    partition)` returns the broker's acknowledgement to await; `flush()` returns once everything
+    sent so far (table changelogs included) is acknowledged; `internal_partitions()` says which
+    internal-topic partitions this process is assigned now.
     """
 
     def __init__(
@@ -180,6 +199,9 @@ class Pipeline:
         tables: dict[str, Any],
         write: Callable[[Any, bytes, object, Any], None],
         send: Send,
+        flush: Callable[[], Awaitable[None]],
+        internal_partitions: Callable[[], set[int]],
+        committed_offsets: Callable[[], Awaitable[dict[tuple[str, int], int]]],
     ) -> None:
         self.defs = defs
         self.clock = clock
@@ -188,7 +210,19 @@ class Pipeline:
         self._tables = tables
         self._write = write
         self._send = send
+        self._flush_producer = flush
         self.in_flight = InFlight()
+        # internal messages carry the sending process's id: only our own count as in flight
+        self.incarnation = uuid.uuid4().hex
+        self._internal_partitions = internal_partitions
+        self._fenced: set[int] = set()
+        self._fences: set[str] = set()
+        self._fences_applied = asyncio.Event()
+        self._committed_offsets = committed_offsets
+        self._redelivered_from: dict[tuple[str, int], int] | None = None
+        self._restart_point = asyncio.Lock()
+        self._parked: dict[Cause, list[tuple[bytes, Internal]]] = {}
+        self._cause: Cause | None = None
         self.watermark: datetime | None = None
         self._deadlines = Deadlines()
         self._deadlines_loaded = False
@@ -198,6 +232,7 @@ class Pipeline:
 
     async def on_input(self, events: Sequence[KafkaEvent]) -> None:
         """Apply a batch from the input topics (dead-lettering what cannot be applied)."""
+        await self._fence_new_partitions()
         self._load_deadlines()
         batch = _Batch()
         for event in events:
@@ -209,12 +244,15 @@ class Pipeline:
                 continue
             if self.watermark is None or decoded.occurred_at > self.watermark:
                 self.watermark = decoded.occurred_at
+            self._cause = (message.topic, message.partition, message.offset)
             try:
                 self._apply(decoded, event, batch)
             except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
                 log.exception("event %s could not be applied", decoded.event_id)
                 self._dead_letter(batch, message, f"not applied: {type(exc).__name__}: {exc}", exc)
                 continue
+            for key, parked in self._parked.pop(self._cause, ()):
+                self._internal(key, parked, batch)  # its cause is applied again: now it may go
             if self.clock == "event":  # as replay: the event, then what fell due by its time
                 self._send_ticks(self.watermark, batch)
                 self._close_weeks(self.watermark, batch)
@@ -227,16 +265,67 @@ class Pipeline:
 
     async def on_internal(self, events: Sequence[KafkaEvent]) -> None:
         """Apply a batch from the internal topic (forwards, ticks, weekly tally messages)."""
+        redelivered_from = await self._load_restart_point()
         batch = _Batch()
+        ours = 0
+        fences = []
         for event in events:
-            message = pickle.loads(event.message.value)
+            sender, cause, message = pickle.loads(event.message.value)
+            ours += sender == self.incarnation
+            if isinstance(message, Fence):
+                fences.append(message.token)
+                continue
+            if (
+                sender != self.incarnation
+                and cause is not None
+                and cause[2] >= redelivered_from.get((cause[0], cause[1]), 0)
+            ):
+                self._parked.setdefault(cause, []).append((event.message.key, message))
+                continue
+            self._cause = cause
             try:
                 self._apply(message, event, batch)
             except Exception as exc:  # noqa: BLE001
                 log.exception("internal message %r could not be applied", message)
                 self._dead_letter(batch, event.message, f"not applied: {exc}", exc)
         await self._flush(batch)
-        self.in_flight.applied(len(events))
+        self.in_flight.applied(ours)
+        if fences:
+            self._fences.difference_update(fences)
+            if not self._fences:
+                self._fences_applied.set()
+
+    async def _load_restart_point(self) -> dict[tuple[str, int], int]:
+        """The group's committed input offsets when this process started (read once)."""
+        async with self._restart_point:
+            if self._redelivered_from is None:
+                self._redelivered_from = await self._committed_offsets()
+                log.info("input is applied again from %s", self._redelivered_from)
+            return self._redelivered_from
+
+    async def _fence_new_partitions(self) -> None:
+        """Fence the internal partitions assigned since last time and wait for the fences."""
+        new = self._internal_partitions() - self._fenced
+        if not new:
+            return
+        await self._load_restart_point()
+        self._fenced |= new
+        self._fences_applied.clear()
+        log.info("fencing internal partitions %s before applying input", sorted(new))
+        acks = []
+        for partition in sorted(new):
+            token = f"{self.incarnation}:{partition}:{uuid.uuid4().hex[:8]}"
+            self._fences.add(token)
+            value = pickle.dumps((self.incarnation, None, Fence(token)))
+            topic = self._name(topics.LEAD_EVENTS)
+            acks.append(await self._send(topic, b"", value, None, partition))
+        await asyncio.gather(*acks)
+        try:
+            await asyncio.wait_for(self._fences_applied.wait(), 30.0)
+        except TimeoutError:
+            log.warning("internal backlog not applied within 30 s; applying input on")
+        else:
+            log.info("internal backlog applied")
 
     async def on_timer(self, now: datetime | None) -> None:
         """Live clock: tick every lead due by `now` and close ended weeks (no event needed)."""
@@ -244,6 +333,7 @@ class Pipeline:
             return
         self._load_deadlines()
         batch = _Batch()
+        self._cause = None
         self._send_ticks(now, batch)
         self._close_weeks(now, batch)
         await self._flush(batch)
@@ -353,14 +443,15 @@ class Pipeline:
                 getattr(record, "lead_id", None) or getattr(record, "team_id", None) or ""
             ).encode()
             value = encode_record(str(record.kind), record.as_dict())
-            batch.sends.append((self._name(OUTPUT_TOPIC[record.kind]), key, value, None))
+            batch.sends.append((self._name(OUTPUT_TOPIC[record.kind]), key, value, None, None))
 
     def _forward(self, messages: Iterable[Message], batch: _Batch) -> None:
         for message in messages:
             self._internal(message_key(message).encode(), message, batch)
 
     def _internal(self, key: bytes, message: Internal, batch: _Batch) -> None:
-        batch.sends.append((self._name(topics.LEAD_EVENTS), key, pickle.dumps(message), None))
+        value = pickle.dumps((self.incarnation, self._cause, message))
+        batch.sends.append((self._name(topics.LEAD_EVENTS), key, value, None, None))
         batch.internal += 1
 
     def _dead_letter(self, batch: _Batch, message: Any, reason: str, exc: BaseException) -> None:
@@ -372,22 +463,23 @@ class Pipeline:
             ("source_offset", str(message.offset).encode()),
         ]
         batch.sends.append(
-            (self._name(topics.DLQ), message.key or b"", message.value or b"", headers)
+            (self._name(topics.DLQ), message.key or b"", message.value or b"", headers, None)
         )
 
     async def _flush(self, batch: _Batch) -> None:
         """Send everything, wait for the broker's acks, then write the tables (module docstring)."""
         for key, snapshot in batch.snapshots.items():
             value = encode_record(str(snapshot.kind), snapshot.as_dict())
-            batch.sends.append((self._name(topics.LEAD_STATE), key, value, None))
+            batch.sends.append((self._name(topics.LEAD_STATE), key, value, None, None))
         self.in_flight.sent(batch.internal)
-        acks = [
-            await self._send(topic, key, value, headers)
-            for topic, key, value, headers in batch.sends
-        ]
+        acks = [await self._send(*outgoing) for outgoing in batch.sends]
         if acks:
             await asyncio.gather(*acks)
         for (table, key), (event, value) in batch.writes.items():
             self._write(
                 self._tables[table], key, None if value is None else pickle.dumps(value), event
             )
+        if batch.writes:
+            # the state is durable before any later batch sends: a restart never sees a later
+            # message without the state that preceded it
+            await self._flush_producer()

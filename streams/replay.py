@@ -162,6 +162,11 @@ class Replayer:
             self._week_end = sla.next_week_close(self._tally, self.defs)
             self._record(records)
 
+    @property
+    def weekly_tally(self) -> sla.WeeklyMqlTally:
+        """Marketing's weekly MQL counts not yet reported."""
+        return self._tally
+
     def lead_latest(self) -> dict[str, LeadStateSnapshot]:
         """The lead-state record of every lead's current state (leads without a stage omitted)."""
         latest = {}

@@ -24,8 +24,9 @@ from faust.types import TP
 _SETTINGS: dict[str, Any] = {"fetch_max_wait_ms": 20, "bootstrap": None}
 
 
-def configure(fetch_max_wait_ms: int, bootstrap: str) -> None:
-    """Set the consumer fetch wait and the bootstrap used for end-offset probes."""
+def configure(fetch_max_wait_ms: int, bootstrap: str | None) -> None:
+    """Set the consumer fetch wait and the bootstrap used for end-offset probes (None: no
+    probe, Faust's end offsets as the broker reports them)."""
     _SETTINGS.update(fetch_max_wait_ms=fetch_max_wait_ms, bootstrap=bootstrap)
 
 
@@ -60,6 +61,29 @@ async def exact_end_offsets(bootstrap: str, reported: Mapping[TP, int]) -> dict[
     finally:
         await probe.stop()
     return exact
+
+
+async def committed_offsets(
+    bootstrap: str, group_id: str, partitions: list[TP]
+) -> dict[tuple[str, int], int]:
+    """The group's committed offset of each partition (partitions with none are left out).
+
+    Read with a probe consumer that never joins the group (OffsetFetch only); not a Tansu
+    work-around, kept here beside the other probe.
+    """
+    probe = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group_id, enable_auto_commit=False
+    )
+    await probe.start()
+    try:
+        committed = {}
+        for tp in partitions:
+            offset = await probe.committed(TopicPartition(tp.topic, tp.partition))
+            if offset is not None:
+                committed[(tp.topic, tp.partition)] = offset
+        return committed
+    finally:
+        await probe.stop()
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):

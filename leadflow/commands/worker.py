@@ -28,6 +28,11 @@ def worker(
     app_id: str = typer.Option("leadflow", "--app-id", help="Consumer group / changelog prefix"),
     topic_prefix: str = typer.Option("", "--topic-prefix", help="Prefix for every topic (tests)"),
     log_level: str = typer.Option("warn", "--log-level", help="crit, error, warn, info or debug"),
+    exact_end_offsets: bool = typer.Option(
+        True,
+        "--exact-end-offsets/--reported-end-offsets",
+        help="Correct Tansu's end offsets at table recovery (default; harmless on Kafka)",
+    ),
 ) -> None:
     """Consume the input topics, keep lead state in tables, write outputs, fire SLA timers."""
     from schemas.errors import LeadflowError
@@ -47,6 +52,7 @@ def worker(
         fetch_max_wait_ms=fetch_wait_ms,
         app_id=app_id,
         topic_prefix=topic_prefix,
+        exact_end_offsets=exact_end_offsets,
         data_dir=str((settings.state_dir / "worker" / app_id).resolve()),
     )
     (settings.state_dir / "worker" / app_id).mkdir(parents=True, exist_ok=True)
