@@ -5,7 +5,9 @@
 (a) raw limit: aiokafka reads every input record and Avro-decodes it (no group);
 (b) Faust ceiling: a bare Faust app (the project's `leadflow://` transport) whose one agent
     only decodes and counts, first event → Nth event;
-(c) `leadflow worker --clock event` end to end: N / (last − first output record timestamp).
+(c) `leadflow worker` end to end: N / (last − first output record timestamp); `--clock live`
+    by default (throughput), `--clock event` for the backfill mode (exact replay order, slower:
+    the next event waits for each forward's round trip through the internal topic).
 Starts its own embedded stack on free ports and stops it at the end.
 """
 
@@ -227,7 +229,7 @@ async def _watch_worker(
 
 
 def _worker(
-    settings: Settings, state_dir: Path, expected: int
+    settings: Settings, state_dir: Path, expected: int, clock: str
 ) -> tuple[dict[str, list[int]], float, int]:
     """(output timestamps per topic, worker start time in s, input events committed)."""
     app_id = f"bench-worker-{uuid.uuid4().hex[:6]}"
@@ -241,7 +243,7 @@ def _worker(
     started = time.time()
     with open(log, "wb") as log_file:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "leadflow", "worker", "--clock", "event", "--app-id", app_id],
+            [sys.executable, "-m", "leadflow", "worker", "--clock", clock, "--app-id", app_id],
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,
@@ -305,6 +307,7 @@ def main() -> None:
     )
     parser.add_argument("--leads", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--clock", choices=["live", "event"], default="live")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
@@ -330,7 +333,8 @@ def main() -> None:
             print(f"(a) raw aiokafka + decode: {raw_rate:,.0f} events/s")
             faust = _bare_faust(settings.bootstrap, sent, work)
             print(f"(b) bare Faust + decode: {faust[0]:,.0f} events/s")
-            worker = _worker(settings, work / "worker-state", sent)
+            worker = _worker(settings, work / "worker-state", sent, args.clock)
+            print(f"(c) leadflow worker --clock {args.clock}")
             _report(sent, raw_rate, faust, worker)
         finally:
             stack.down()
