@@ -4,7 +4,8 @@
 
 Starts its own embedded stack on free ports, runs `leadflow worker` (live clock) as a
 subprocess, measures process start → first output, then publishes generated events at a
-steady rate and reports p50/p99 of (output record's broker timestamp − input send time).
+steady rate and reports p50/p99 of (lead-state output received − input sent); then kills the
+worker (SIGKILL), starts another and reports restart → first output.
 """
 
 from __future__ import annotations
@@ -110,6 +111,37 @@ async def _run(
         )
 
 
+async def _first_output_after_restart(
+    bootstrap: str, lines: list[bytes], restarted: float
+) -> float:
+    """New leads every 0.5 s until one of them comes out; seconds since the restart."""
+    consumer = AIOKafkaConsumer(
+        "leadflow.lead-state",
+        bootstrap_servers=bootstrap,
+        fetch_max_wait_ms=20,
+        auto_offset_reset="latest",
+        group_id=f"rst-{uuid.uuid4().hex[:6]}",
+        session_timeout_ms=6000,
+        heartbeat_interval_ms=1000,
+    )
+    await consumer.start()
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=False)
+    await producer.start()
+    sent: set[bytes] = set()
+    try:
+        for line in lines:
+            topic, key, value = encode_line(line, "avro")
+            sent.add(key)
+            await producer.send_and_wait(topic, value, key=key)
+            batch = await consumer.getmany(timeout_ms=500)
+            if any(r.key in sent for records in batch.values() for r in records):
+                return time.time() - restarted
+        return float("nan")
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -136,9 +168,10 @@ def main() -> None:
                 "LEADFLOW_KAFKA_PORT": str(settings.kafka_port),
                 "LEADFLOW_STATE_DIR": tmp,
             }
+            command = [sys.executable, "-m", "leadflow", "worker", *WORKER_ARGS]
             started = time.time()
             worker = subprocess.Popen(
-                [sys.executable, "-m", "leadflow", "worker", *WORKER_ARGS],
+                command,
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -146,6 +179,23 @@ def main() -> None:
             )
             try:
                 asyncio.run(_run(settings.bootstrap, lines, args.rate, args.seconds, started))
+            finally:
+                os.killpg(worker.pid, signal.SIGKILL)
+                worker.wait(timeout=30)
+            restarted = time.time()
+            worker = subprocess.Popen(
+                command,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            try:
+                fresh = [line for line in lines if b'"lead_created"' in line][-200:]
+                took = asyncio.run(
+                    _first_output_after_restart(settings.bootstrap, fresh, restarted)
+                )
+                print(f"restart after SIGKILL → first output: {took:.1f} s")
             finally:
                 os.killpg(worker.pid, signal.SIGTERM)
                 worker.wait(timeout=30)
