@@ -48,13 +48,27 @@ class InputCredit:
     holds (Faust's `stream_buffer_maxsize`, 4096) keeps the loop, and the internal topic, moving.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, stale_s: float = 2.0) -> None:
         self.limit = limit
         self.outstanding = 0
+        self.stale_s = stale_s
+        self.returned_at = time.monotonic()
 
     def returned(self, n: int) -> None:
         """`n` delivered input records were applied (or dead-lettered)."""
         self.outstanding = max(0, self.outstanding - n)
+        self.returned_at = time.monotonic()
+
+    def exhausted(self, now: float) -> bool:
+        """No credit left. Faust drops records of partitions it has paused (recovery, rebalance)
+        after we released them, so their credit never comes back: when nothing was returned
+        for `stale_s` the count is reset (the records come again when Faust resumes them)."""
+        if self.outstanding < self.limit:
+            return False
+        if now - self.returned_at > self.stale_s:
+            self.outstanding = 0
+            return False
+        return True
 
 
 class ArrivalOrder(SchedulingStrategyT):
@@ -125,7 +139,7 @@ class ArrivalOrder(SchedulingStrategyT):
         heads = [(q[0][0], tp) for tp, q in held.items() if q]
         heapq.heapify(heads)
         while heads:
-            if credit is not None and credit.outstanding >= credit.limit:
+            if credit is not None and credit.exhausted(now):
                 return
             _, tp = heads[0]
             queue = held[tp]

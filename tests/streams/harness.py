@@ -18,6 +18,7 @@ import streams.app  # noqa: F401 — registers the pickle support the table valu
 from leadflow.settings import Settings
 from schemas.serde import decode_record
 from streams import topics
+from streams.pipeline import table_digest
 
 
 def start_worker(
@@ -33,9 +34,11 @@ def start_worker(
     command += ["--topic-prefix", prefix, "--app-id", app_id, "--log-level", "info", *extra]
     log = state_dir / f"worker-{app_id}-{time.monotonic_ns()}.log"  # kept for a failing test
     with open(log, "wb") as stderr:
-        return subprocess.Popen(
+        worker = subprocess.Popen(
             command, env=env, stdout=subprocess.DEVNULL, stderr=stderr, start_new_session=True
         )
+    worker.log = log  # type: ignore[attr-defined]
+    return worker
 
 
 def stop(worker: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:
@@ -83,19 +86,19 @@ async def _until(bootstrap: str, topic: str, count: int, deadline_s: float) -> i
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", fetch_max_wait_ms=20
     )
     await consumer.start()
-    seen = 0
+    distinct: set[bytes] = set()  # a re-delivered record is byte for byte the same
     end = time.monotonic() + deadline_s
     try:
-        while seen < count and time.monotonic() < end:
+        while len(distinct) < count and time.monotonic() < end:
             batch = await consumer.getmany(timeout_ms=20)
-            seen += sum(len(records) for records in batch.values())
+            distinct.update(r.value for records in batch.values() for r in records)
     finally:
         await consumer.stop()
-    return seen
+    return len(distinct)
 
 
 def wait_for_records(bootstrap: str, topic: str, count: int, deadline_s: float = 60.0) -> int:
-    """Return as soon as `topic` holds at least `count` records (or at the deadline)."""
+    """Return as soon as `topic` holds at least `count` distinct records (or at the deadline)."""
     return asyncio.run(_until(bootstrap, topic, count, deadline_s))
 
 
@@ -105,6 +108,27 @@ def outputs(bootstrap: str, prefix: str) -> dict[str, list[dict[str, Any]]]:
         topic: [decode_record(r.value) for r in read_topic(bootstrap, prefix + topic, idle_s=2.0)]
         for topic in topics.OUTPUT_TOPICS
     }
+
+
+def changelog_digests(bootstrap: str, app_id: str, tables: list[str]) -> dict[str, str]:
+    """What a complete recovery of each table must give (streams.pipeline.table_digest)."""
+    digests = {}
+    for table in tables:
+        latest: dict[bytes, bytes | None] = {}
+        for record in read_topic(bootstrap, f"{app_id}-{table}-changelog", idle_s=2.0):
+            latest[record.key] = record.value
+        digests[table] = table_digest(latest.items())
+    return digests
+
+
+def recovered_digests(log: Path) -> dict[str, str]:
+    """The `recovered <table>: N keys, digest D` lines a worker logged at start."""
+    found = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if "recovered " in line:
+            table, _, digest = line.split("recovered ", 1)[1].partition(": ")
+            found[table] = digest.strip()
+    return found
 
 
 def table_values(bootstrap: str, app_id: str, table: str) -> dict[bytes, Any]:
