@@ -1,7 +1,7 @@
-"""First cut of `leadflow worker` against the real broker: it starts, applies events through the
-core, writes decodable outputs, and dead-letters bad input with headers instead of crashing.
+"""`leadflow worker` against the real broker: it starts, applies events through the core,
+writes decodable outputs, and dead-letters bad input with headers instead of crashing.
 
-Not yet covered (see docs/streaming.md): equality with replay, exact recovery tests, latency.
+Equality with replay: test_worker_equals_replay.py; recovery: test_worker_recovery.py.
 """
 
 from __future__ import annotations
