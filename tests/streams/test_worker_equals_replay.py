@@ -11,9 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +24,7 @@ from schemas.serde import decode_record
 from streams import topics
 from streams.definitions_file import load_definitions
 from streams.replay import replay_file
-from tests.streams.test_worker import _drain
+from tests.streams.harness import read_topic, start_worker, stop
 
 
 def _lines(path: Path) -> list[dict[str, Any]]:
@@ -52,29 +49,15 @@ def worker_outputs(
     prefix = f"eq{os.getpid()}."
     create_topics(stack.bootstrap, stack.partitions, prefix)
     asyncio.run(produce_file(generated_events, stack.bootstrap, "avro", topic_prefix=prefix))
-    env = {
-        **os.environ,
-        "LEADFLOW_KAFKA_PORT": str(stack.kafka_port),
-        "LEADFLOW_STATE_DIR": str(tmp_path),
-    }
-    command = [sys.executable, "-m", "leadflow", "worker", "--clock", "event"]
-    command += ["--topic-prefix", prefix, "--app-id", f"eq{os.getpid()}"]
-    worker = subprocess.Popen(
-        command,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    worker = start_worker(stack, prefix, f"eq{os.getpid()}", tmp_path)
     try:
         outputs = {}
         for topic in topics.OUTPUT_TOPICS:
-            records = asyncio.run(_drain(stack.bootstrap, prefix + topic, idle_s=4.0))
+            records = read_topic(stack.bootstrap, prefix + topic, idle_s=4.0, deadline_s=60)
             outputs[topic] = [decode_record(r.value) for r in records]
         assert worker.poll() is None, "the worker died"
     finally:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
+        stop(worker)
     return outputs
 
 
