@@ -7,6 +7,7 @@ with an earlier schema version is read through Avro schema resolution into the c
 
 from __future__ import annotations
 
+import functools
 import io
 import struct
 from collections.abc import Mapping
@@ -189,5 +190,6 @@ def _matches(avro_type: Any, value: Any) -> bool:
     return False
 
 
+@functools.cache
 def _optional_fields(name: str) -> frozenset[str]:
     return frozenset(f["name"] for f in raw_schema(name)["fields"] if "default" in f)

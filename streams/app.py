@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import copyreg
 import logging
-import weakref
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
 
 import faust
-from faust.streams import _current_event
+from faust.types import TP
 
 from schemas.errors import LeadflowError
 from streams import ordering, tansu, topics
@@ -25,6 +24,7 @@ from streams.core.definitions import Definitions
 from streams.core.sla import SlaInstance, WeeklyMqlTally
 from streams.core.state import AnonymousState, LeadState
 from streams.pipeline import ANONYMOUS_TABLE, LEAD_TABLE, WEEKLY_TABLE, Pipeline, WeeklyState
+from streams.sending import BatchSender
 
 log = logging.getLogger("leadflow.worker")
 
@@ -33,7 +33,7 @@ def _read_only(mapping: dict[str, Any]) -> MappingProxyType[str, Any]:
     return MappingProxyType(mapping)
 
 
-# Lead state holds read-only mappings; let pickle (the table codec) carry them.
+# Internal messages (pickled) hold events' read-only mappings; let pickle carry them.
 copyreg.pickle(MappingProxyType, lambda m: (_read_only, (dict(m),)))
 
 
@@ -45,8 +45,8 @@ def _rebuild(cls: type, values: tuple[Any, ...]) -> Any:
 
 
 # Frozen slotted dataclasses pickle through dataclasses' Python-level __getstate__/__setstate__
-# (a `fields()` call each way): ~11 % of the worker's time when profiled. Pickle them as a class
-# and a tuple of values instead.
+# (a `fields()` call each way). Internal messages (a merge carries state) and the weekly table
+# value pickle them as a class and a tuple of values instead.
 _SLOTS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls))
     for cls in (LeadState, AnonymousState, SlaInstance, WeeklyMqlTally, WeeklyState)
@@ -56,6 +56,18 @@ for _cls, _names in _SLOTS.items():
         _cls,
         lambda obj, names=_names: (_rebuild, (type(obj), tuple(getattr(obj, n) for n in names))),
     )
+
+
+class Worker(faust.Worker):
+    """Faust's worker without its terminal spinner.
+
+    At log levels WARN and above Faust installs a spinner that lowers the root logger to DEBUG,
+    so every debug call in aiokafka builds a log record (~6 % of the worker's time profiled).
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        self.spinner = None
+        super().on_setup_root_logger(logger, level)
 
 
 class CoPartitioningError(LeadflowError):
@@ -82,21 +94,32 @@ class WorkerConfig:
     exact_end_offsets: bool = True  # the Tansu recovery fix (streams/tansu.py); off: diagnostics
 
 
-def write_in_partition_of(table: Any, key: bytes, value: bytes | None, event: Any) -> None:
-    """`table[key] = value` (None: delete) with `event` as Faust's current event.
-
-    A table writes its changelog to the partition of the current event; the pipeline writes
-    after the batch's sends were acknowledged, outside each event's own iteration, so it names
-    the event (whose partition is the key's: topics and tables are co-partitioned by lead).
+class FaustTableStore:
+    """A Faust table as the pipeline's `TableStore`: Faust recovers it from its changelog; the
+    pipeline writes that changelog itself, in batches (`streams.sending`), then the local store.
     """
-    token = _current_event.set(weakref.ref(event))
-    try:
+
+    def __init__(self, table: Any) -> None:
+        self.table = table
+        self.changelog_topic: str = table.changelog_topic.get_topic_name()
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.table.get(key)  # type: ignore[no-any-return]
+
+    def items(self) -> Any:
+        return self.table.items()
+
+    def values(self) -> Any:
+        return self.table.values()
+
+    def put(self, key: bytes, value: bytes | None) -> None:
         if value is None:
-            table.pop(key, None)
+            self.table.data.pop(key, None)
         else:
-            table[key] = value
-    finally:
-        _current_event.reset(token)
+            self.table.data[key] = value
+
+    def persisted(self, partition: int, offset: int) -> None:
+        self.table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
 
 
 def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
@@ -124,12 +147,14 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=5,
+        producer_max_batch_size=512 * 1024,  # one batch per partition per pipeline batch
         key_serializer="raw",
         value_serializer="raw",
         web_enabled=False,
         table_cleanup_interval=3600.0,
         processing_guarantee="at_least_once",
         ConsumerScheduler=ordering.ArrivalOrder,
+        Worker=Worker,
     )
     input_topic = app.topic(
         *(name(t) for t in topics.INPUT_TOPICS), key_type=bytes, value_type=bytes
@@ -137,24 +162,15 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     internal_topic = app.topic(
         name(topics.LEAD_EVENTS), key_type=bytes, value_type=bytes, partitions=config.partitions
     )
-    # values are pickled core state (bytes), keys the raw lead / anonymous id
+    # values are core state as streams.table_codec bytes, keys the raw lead / anonymous id
     tables = {
         table: app.Table(table, partitions=config.partitions, key_type=bytes, value_type=bytes)
         for table in (LEAD_TABLE, ANONYMOUS_TABLE, WEEKLY_TABLE)
     }
 
-    async def send(
-        topic: str,
-        key: bytes,
-        value: bytes,
-        headers: list[tuple[str, bytes]] | None,
-        partition: int | None,
-    ) -> Any:
-        producer = await app.maybe_start_producer()
-        return await producer.send(topic, key, value, partition, None, headers)
-
-    async def flush() -> None:
-        await app.producer.flush()
+    async def kafka_producer() -> Any:
+        # the aiokafka producer under Faust's: its batch API is not exposed by Faust
+        return (await app.maybe_start_producer())._ensure_producer()
 
     input_names = {name(t) for t in topics.INPUT_TOPICS}
 
@@ -171,21 +187,17 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         config.clock,
         config.input_format,
         name,
-        tables,
-        write_in_partition_of,
-        send,
-        flush,
+        {name: FaustTableStore(table) for name, table in tables.items()},
+        BatchSender(kafka_producer).send,
         internal_partitions,
         committed_offsets,
     )
 
     @app.agent(input_topic)
     async def apply_input_events(stream: Any) -> None:
+        credit.watch(stream.channel.queue)
         async for events in stream.take_events(config.batch_size, config.batch_window_s):
-            try:
-                await pipeline.on_input(events)
-            finally:
-                credit.returned(len(events))
+            await pipeline.on_input(events)
 
     @app.agent(internal_topic)
     async def apply_internal_messages(stream: Any) -> None:

@@ -40,35 +40,27 @@ def arrival_key(record: Any) -> bytes:
 
 
 class InputCredit:
-    """How many merged input records may be delivered and not yet applied.
+    """Room left in the input agent's queue for merged input records.
 
     Faust delivers every topic through one fetch loop into bounded per-agent queues. If the
     input queue fills while the input agent waits for its internal messages, the loop blocks
-    and those messages never arrive. Keeping fewer input records outstanding than the queue
-    holds (Faust's `stream_buffer_maxsize`, 4096) keeps the loop, and the internal topic, moving.
+    and those messages never arrive. Releasing input records only while the input queue holds
+    fewer than `limit` (below Faust's `stream_buffer_maxsize`, 4096) keeps the loop, and the
+    internal topic, moving. The queue itself is measured, so records Faust drops after they were
+    released (paused partitions, a new generation) are never counted.
     """
 
-    def __init__(self, limit: int, stale_s: float = 2.0) -> None:
+    def __init__(self, limit: int) -> None:
         self.limit = limit
-        self.outstanding = 0
-        self.stale_s = stale_s
-        self.returned_at = time.monotonic()
+        self._queue: Any = None
 
-    def returned(self, n: int) -> None:
-        """`n` delivered input records were applied (or dead-lettered)."""
-        self.outstanding = max(0, self.outstanding - n)
-        self.returned_at = time.monotonic()
+    def watch(self, queue: Any) -> None:
+        """The input agent's queue (anything with `qsize()`), once the agent has started."""
+        self._queue = queue
 
-    def exhausted(self, now: float) -> bool:
-        """No credit left. Faust drops records of partitions it has paused (recovery, rebalance)
-        after we released them, so their credit never comes back: when nothing was returned
-        for `stale_s` the count is reset (the records come again when Faust resumes them)."""
-        if self.outstanding < self.limit:
-            return False
-        if now - self.returned_at > self.stale_s:
-            self.outstanding = 0
-            return False
-        return True
+    def exhausted(self) -> bool:
+        """The input queue is full up to the limit."""
+        return self._queue is not None and self._queue.qsize() >= self.limit
 
 
 class ArrivalOrder(SchedulingStrategyT):
@@ -139,7 +131,7 @@ class ArrivalOrder(SchedulingStrategyT):
         heads = [(q[0][0], tp) for tp, q in held.items() if q]
         heapq.heapify(heads)
         while heads:
-            if credit is not None and credit.exhausted(now):
+            if credit is not None and credit.exhausted():
                 return
             _, tp = heads[0]
             queue = held[tp]
@@ -147,8 +139,6 @@ class ArrivalOrder(SchedulingStrategyT):
             if not everyone_has_data and now - queue[0][1] < wait_s:
                 return
             _, _, record = queue.popleft()
-            if credit is not None:
-                credit.outstanding += 1
             yield tp, record
             if queue:
                 heapq.heapreplace(heads, (queue[0][0], tp))

@@ -6,7 +6,11 @@ weekly MQL tally, and decides what to send. It works a batch at a time:
 
 1. apply every event of the batch against an overlay of the tables (reads see earlier writes);
 2. send the outputs, dead letters and internal messages, and wait until the broker has them;
-3. only then write the new states to the tables (their changelogs), and wait for those too.
+3. only then write the new states to the tables' changelogs, wait for those too, and then
+   to the tables' local stores.
+
+Both sends go out as one Kafka batch per topic partition (`streams.sending`): the pipeline
+writes table changelogs itself instead of through Faust's one-send-per-key table API.
 
 So a crash can lose state writes but never outputs whose state survived: after a restart the
 events after the last commit are applied again and give the same records with the same ids
@@ -33,7 +37,7 @@ import hashlib
 import logging
 import pickle
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -42,7 +46,7 @@ import orjson
 
 from schemas.registry import SchemaError
 from schemas.serde import decode_event, encode_record
-from streams import topics
+from streams import table_codec, topics
 from streams.core import engine, sla
 from streams.core.definitions import Definitions
 from streams.core.errors import InvalidEvent
@@ -50,6 +54,7 @@ from streams.core.events import MAX_EVENT_BYTES, Event, parse_event
 from streams.core.identity import Message, apply_anonymous, is_anonymous_message, message_key
 from streams.core.records import OutputKind, Record, Transition
 from streams.deadlines import Deadlines
+from streams.sending import Outgoing
 
 log = logging.getLogger("leadflow.worker")
 
@@ -120,8 +125,25 @@ class KafkaEvent(Protocol):
     def message(self) -> Any: ...
 
 
-Outgoing = tuple[str, bytes, bytes, list[tuple[str, bytes]] | None, int | None]
-Send = Callable[[str, bytes, bytes, list[tuple[str, bytes]] | None, int | None], Awaitable[Any]]
+SendAll = Callable[[Sequence[Outgoing]], Awaitable[dict[tuple[str, int], int]]]
+
+
+class TableStore(Protocol):
+    """What the pipeline needs of a Faust table (values are `streams.table_codec` bytes)."""
+
+    changelog_topic: str
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+    def items(self) -> Iterator[tuple[bytes, bytes]]: ...
+
+    def values(self) -> Iterator[bytes]: ...
+
+    def put(self, key: bytes, value: bytes | None) -> None:
+        """Set (None: delete) the value in the local store only; the changelog is written."""
+
+    def persisted(self, partition: int, offset: int) -> None:
+        """The changelog holds everything up to `offset` of `partition` (durable stores)."""
 
 
 _MISSING = object()
@@ -197,11 +219,10 @@ def decode_input(value: bytes, fmt: str) -> Event:
 class Pipeline:
     """Applies batches of input events and of internal messages; see the module docstring.
 
-    `tables` maps table name → a Faust table; `write(table, key, value, event)` stores a value
-    (None deletes) in the changelog partition of `event`; `send(topic, key, value, headers,
-    partition)` returns the broker's acknowledgement to await; `flush()` returns once everything
-    sent so far (table changelogs included) is acknowledged; `internal_partitions()` says which
-    internal-topic partitions this process is assigned now.
+    `tables` maps table name → its `TableStore`; `send_all(records)` sends records (in order
+    per partition) and returns once the broker has acknowledged them all, with the last offset
+    written per (topic, partition); `internal_partitions()` says which internal-topic
+    partitions this process is assigned now.
     """
 
     def __init__(
@@ -210,10 +231,8 @@ class Pipeline:
         clock: Literal["live", "event"],
         input_format: str,
         topic_name: Callable[[str], str],
-        tables: dict[str, Any],
-        write: Callable[[Any, bytes, object, Any], None],
-        send: Send,
-        flush: Callable[[], Awaitable[None]],
+        tables: dict[str, TableStore],
+        send_all: SendAll,
         internal_partitions: Callable[[], set[int]],
         committed_offsets: Callable[[], Awaitable[dict[tuple[str, int], int]]],
     ) -> None:
@@ -222,9 +241,7 @@ class Pipeline:
         self.input_format = input_format
         self._name = topic_name
         self._tables = tables
-        self._write = write
-        self._send = send
-        self._flush_producer = flush
+        self._send_all = send_all
         self.in_flight = InFlight()
         # internal messages carry the sending process's id: only our own count as in flight
         self.incarnation = uuid.uuid4().hex
@@ -334,14 +351,13 @@ class Pipeline:
         self._fenced |= new
         self._fences_applied.clear()
         log.info("fencing internal partitions %s before applying input", sorted(new))
-        acks = []
+        fences: list[Outgoing] = []
         for partition in sorted(new):
             token = f"{self.incarnation}:{partition}:{uuid.uuid4().hex[:8]}"
             self._fences.add(token)
             value = pickle.dumps((self.incarnation, None, Fence(token)))
-            topic = self._name(topics.LEAD_EVENTS)
-            acks.append(await self._send(topic, b"", value, None, partition))
-        await asyncio.gather(*acks)
+            fences.append((self._name(topics.LEAD_EVENTS), b"", value, None, partition))
+        await self._send_all(fences)
         try:
             await asyncio.wait_for(self._fences_applied.wait(), 30.0)
         except TimeoutError:
@@ -435,11 +451,11 @@ class Pipeline:
             return
         self._deadlines_loaded = True
         for raw in list(self._tables[LEAD_TABLE].values()):
-            state = pickle.loads(raw)
+            state = table_codec.loads(raw)
             self._deadlines.schedule(state.lead_id, engine.next_deadline(state, self.defs))
         raw_weekly = self._tables[WEEKLY_TABLE].get(WEEKLY_KEY)
         if raw_weekly is not None:
-            self._week_end = sla.next_week_close(pickle.loads(raw_weekly).tally, self.defs)
+            self._week_end = sla.next_week_close(table_codec.loads(raw_weekly).tally, self.defs)
 
     def _send_ticks(self, now: datetime, batch: _Batch) -> None:
         for lead_id in self._deadlines.pop_due(now):
@@ -460,7 +476,7 @@ class Pipeline:
         if cached is not _MISSING:
             return cached
         raw = self._tables[table].get(key)
-        value = None if raw is None else pickle.loads(raw)
+        value = None if raw is None else table_codec.loads(raw)
         self._remember(table, key, value)
         return value
 
@@ -522,15 +538,23 @@ class Pipeline:
             value = encode_record(str(snapshot.kind), snapshot.as_dict())
             batch.sends.append((self._name(topics.LEAD_STATE), key, value, None, None))
         self.in_flight.sent(batch.internal)
-        acks = [await self._send(*outgoing) for outgoing in batch.sends]
-        if acks:
-            await asyncio.gather(*acks)
+        await self._send_all(batch.sends)
+        if not batch.writes:
+            return
+        changelog: list[Outgoing] = []
+        stored: list[tuple[str, bytes, bytes | None, object]] = []
         for (table, key), (event, value) in batch.writes.items():
-            self._write(
-                self._tables[table], key, None if value is None else pickle.dumps(value), event
-            )
+            raw = None if value is None else table_codec.dumps(value)
+            # co-partitioned: a key's changelog partition is that of its event's topic
+            partition = event.message.partition
+            changelog.append((self._tables[table].changelog_topic, key, raw, None, partition))
+            stored.append((table, key, raw, value))
+        # the state is durable before any later batch sends: a restart never sees a later
+        # message without the state that preceded it
+        written = await self._send_all(changelog)
+        for table, key, raw, value in stored:
+            self._tables[table].put(key, raw)
             self._remember(table, key, value)
-        if batch.writes:
-            # the state is durable before any later batch sends: a restart never sees a later
-            # message without the state that preceded it
-            await self._flush_producer()
+        by_topic = {store.changelog_topic: store for store in self._tables.values()}
+        for (topic, partition), offset in written.items():
+            by_topic[topic].persisted(partition, offset)

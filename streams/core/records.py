@@ -9,6 +9,7 @@ ISO-8601 UTC strings ending in `Z`, money as integer minor units.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -28,8 +29,9 @@ def iso_z(at: datetime | None) -> str | None:
     """Format a tz-aware datetime as ISO-8601 UTC with a trailing `Z` (None stays None)."""
     if at is None:
         return None
-    text = at.astimezone(UTC).isoformat()
-    return text.removesuffix("+00:00") + "Z"
+    if at.tzinfo is not UTC:
+        at = at.astimezone(UTC)
+    return at.isoformat().removesuffix("+00:00") + "Z"
 
 
 def record_id(*parts: object) -> str:
@@ -48,7 +50,24 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+def _compile_as_dict(cls: type) -> Callable[[Any], dict[str, Any]]:
+    """`as_dict` for one record class, straight-line: one is called per output record."""
+    items = []
+    for f in fields(cls):
+        declared = str(f.type)
+        if "datetime" in declared:
+            items.append(f"{f.name!r}: iso_z(record.{f.name})")
+        elif declared.startswith("tuple"):
+            items.append(f"{f.name!r}: jsonable(record.{f.name})")
+        else:
+            items.append(f"{f.name!r}: record.{f.name}")
+    source = "def as_dict(record):\n    return {" + ", ".join(items) + "}\n"
+    namespace: dict[str, Any] = {"iso_z": iso_z, "jsonable": _jsonable}
+    exec(source, namespace)  # noqa: S102 — generated from the class's own field list
+    return namespace["as_dict"]  # type: ignore[no-any-return]
+
+
+_AS_DICT: dict[type, Callable[[Any], dict[str, Any]]] = {}
 
 
 class _Record:
@@ -56,16 +75,10 @@ class _Record:
 
     def as_dict(self) -> dict[str, Any]:
         """The JSON-ready form (field order as declared)."""
-        names = _FIELD_NAMES.get(type(self))
-        if names is None:
-            names = _FIELD_NAMES[type(self)] = tuple(f.name for f in fields(self))  # type: ignore[arg-type]
-        out = {}
-        for name in names:
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str | int | float):
-                value = _jsonable(value)
-            out[name] = value
-        return out
+        convert = _AS_DICT.get(type(self))
+        if convert is None:
+            convert = _AS_DICT[type(self)] = _compile_as_dict(type(self))
+        return convert(self)
 
 
 @dataclass(frozen=True, slots=True)

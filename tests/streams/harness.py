@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pickle
 import signal
 import subprocess
 import sys
@@ -14,10 +13,9 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 
-import streams.app  # noqa: F401 — registers the pickle support the table values need
 from leadflow.settings import Settings
 from schemas.serde import decode_record
-from streams import topics
+from streams import table_codec, topics
 from streams.pipeline import table_digest
 
 
@@ -136,4 +134,4 @@ def table_values(bootstrap: str, app_id: str, table: str) -> dict[bytes, Any]:
     latest: dict[bytes, bytes | None] = {}
     for record in read_topic(bootstrap, f"{app_id}-{table}-changelog", idle_s=2.0):
         latest[record.key] = record.value
-    return {key: pickle.loads(value) for key, value in latest.items() if value is not None}
+    return {key: table_codec.loads(value) for key, value in latest.items() if value is not None}

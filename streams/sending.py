@@ -1,0 +1,80 @@
+"""Sending many records at once: one Kafka batch per topic partition, one acknowledgement each.
+
+`producer.send()` costs a future, a partitioner call and an accumulator lookup per record, and
+each acknowledgement is another event-loop callback; profiled, that was most of the worker's
+send path. The pipeline already works a batch at a time, so it hands whole batches here and
+they go out through aiokafka's batch API (`create_batch` / `send_batch`).
+
+Records without an explicit partition are placed with the Java client's partitioner (murmur2
+of the key), as every producer of the input topics does: a lead's records land in the same
+partition number on every topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiokafka.partitioner import DefaultPartitioner
+
+Outgoing = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None]
+"""topic, key, value (None: a tombstone), headers, partition (None: by key)."""
+
+
+class BatchSender:
+    """Sends sequences of records in order per partition and waits for the broker's acks."""
+
+    def __init__(self, producer: Callable[[], Awaitable[Any]]) -> None:
+        self._producer = producer  # → a started aiokafka.AIOKafkaProducer
+        self._partitions: dict[str, list[int]] = {}
+        self._partitioner = DefaultPartitioner()
+
+    async def send(self, records: Sequence[Outgoing]) -> dict[tuple[str, int], int]:
+        """Send `records`; return once all are acknowledged, with the last offset written per
+        (topic, partition)."""
+        if not records:
+            return {}
+        producer = await self._producer()
+        by_partition: dict[tuple[str, int], list[Outgoing]] = {}
+        for record in records:
+            topic, key, _, _, partition = record
+            if partition is None:
+                partition = self._partitioner(key, await self._all_partitions(producer, topic), [])
+            by_partition.setdefault((topic, partition), []).append(record)
+        acks: list[tuple[tuple[str, int], int, Any]] = []
+        for (topic, partition), group in by_partition.items():
+            batch = producer.create_batch()
+            count = 0
+            for _, key, value, headers, _ in group:
+                if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                    acks.append(
+                        (
+                            (topic, partition),
+                            count,
+                            await self._submit(producer, batch, topic, partition),
+                        )
+                    )
+                    batch = producer.create_batch()
+                    count = 0
+                    if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
+                        raise ValueError(f"a record for {topic} is larger than a whole batch")
+                count += 1
+            acks.append(
+                ((topic, partition), count, await self._submit(producer, batch, topic, partition))
+            )
+        results = await asyncio.gather(*(ack for _, _, ack in acks))
+        last: dict[tuple[str, int], int] = {}
+        for (tp, count, _), metadata in zip(acks, results, strict=True):
+            last[tp] = max(last.get(tp, -1), metadata.offset + count - 1)
+        return last
+
+    async def _submit(self, producer: Any, batch: Any, topic: str, partition: int) -> Any:
+        batch.close()
+        return await producer.send_batch(batch, topic, partition=partition)
+
+    async def _all_partitions(self, producer: Any, topic: str) -> list[int]:
+        known = self._partitions.get(topic)
+        if known is None:
+            known = self._partitions[topic] = sorted(await producer.partitions_for(topic))
+        return known
