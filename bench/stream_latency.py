@@ -79,7 +79,7 @@ async def _run(
     # warm-up: new leads until one comes out, which tells when the worker is consuming
     warm_up = iter(line for line in lines if b'"lead_created"' in line)
     while not first_output:
-        topic, key, value = encode_line(next(warm_up), "avro")
+        topic, key, value, _ = encode_line(next(warm_up), "avro")
         sent_at[key] = time.time()
         await producer.send_and_wait(topic, value, key=key)
         await asyncio.sleep(0.5)
@@ -90,7 +90,7 @@ async def _run(
     for line in lines:
         if time.perf_counter() - started > seconds:
             break
-        topic, key, value = encode_line(line, "avro")
+        topic, key, value, _ = encode_line(line, "avro")
         sent_at[key] = time.time()
         await producer.send(topic, value, key=key)
         count += 1
@@ -130,7 +130,7 @@ async def _first_output_after_restart(
     sent: set[bytes] = set()
     try:
         for line in lines:
-            topic, key, value = encode_line(line, "avro")
+            topic, key, value, _ = encode_line(line, "avro")
             sent.add(key)
             await producer.send_and_wait(topic, value, key=key)
             batch = await consumer.getmany(timeout_ms=500)

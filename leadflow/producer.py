@@ -6,6 +6,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -17,7 +18,7 @@ from schemas.errors import LeadflowError
 from schemas.serde import SchemaError, encode_event
 from streams.core.errors import InvalidEvent
 from streams.core.events import MAX_EVENT_BYTES, event_to_json, parse_event, partition_key
-from streams.topics import TOPIC_OF_EVENT_TYPE, seq_header
+from streams.topics import TOPIC_OF_EVENT_TYPE, clock_header, seq_header
 
 
 @dataclass
@@ -30,8 +31,9 @@ class ProduceReport:
     elapsed_s: float = 0.0
 
 
-def encode_line(raw: bytes, fmt: Literal["avro", "json"]) -> tuple[str, bytes, bytes]:
-    """(topic, key, value) for one JSON line; InvalidEvent/SchemaError when it is not valid."""
+def encode_line(raw: bytes, fmt: Literal["avro", "json"]) -> tuple[str, bytes, bytes, datetime]:
+    """(topic, key, value, occurred_at) for one JSON line; InvalidEvent/SchemaError when it is
+    not valid."""
     if len(raw) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event: larger than {MAX_EVENT_BYTES} bytes")
     try:
@@ -41,7 +43,8 @@ def encode_line(raw: bytes, fmt: Literal["avro", "json"]) -> tuple[str, bytes, b
     event = parse_event(obj)
     canonical = event_to_json(event)
     value = encode_event(canonical) if fmt == "avro" else orjson.dumps(canonical)
-    return TOPIC_OF_EVENT_TYPE[str(event.event_type)], partition_key(event).encode(), value
+    topic = TOPIC_OF_EVENT_TYPE[str(event.event_type)]
+    return topic, partition_key(event).encode(), value, event.occurred_at
 
 
 async def produce_file(
@@ -71,19 +74,25 @@ async def produce_file(
     started = time.perf_counter()
     run_started_ns = time.time_ns()
     pending = []
+    clock: datetime | None = None
     try:
         with open(path, "rb") as source:
             for line_no, raw in enumerate(source, start=1):
                 if not raw.strip():
                     continue
                 try:
-                    topic, key, value = encode_line(raw.rstrip(b"\n"), fmt)
+                    topic, key, value, occurred_at = encode_line(raw.rstrip(b"\n"), fmt)
                 except (InvalidEvent, SchemaError) as exc:
                     report.rejected.append((line_no, str(exc)))
                     continue
                 topic = topic_prefix + topic
-                # the arrival order the worker restores across topics (streams/ordering.py)
+                # the arrival order the worker restores across topics (streams/ordering.py), and
+                # the event-time clock replay has before this line (streams/pipeline.py)
                 headers = [seq_header(run_started_ns, line_no)]
+                if clock is not None:
+                    headers.append(clock_header(clock))
+                if clock is None or occurred_at > clock:
+                    clock = occurred_at
                 pending.append(await producer.send(topic, value, key=key, headers=headers))
                 report.sent += 1
                 report.per_topic[topic] = report.per_topic.get(topic, 0) + 1

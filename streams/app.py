@@ -186,6 +186,7 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         defs,
         config.clock,
         config.input_format,
+        config.partitions,
         name,
         {name: FaustTableStore(table) for name, table in tables.items()},
         BatchSender(kafka_producer).send,

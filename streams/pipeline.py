@@ -54,7 +54,7 @@ from streams.core.events import MAX_EVENT_BYTES, Event, parse_event
 from streams.core.identity import Message, apply_anonymous, is_anonymous_message, message_key
 from streams.core.records import OutputKind, Record, Transition
 from streams.deadlines import Deadlines
-from streams.sending import Outgoing
+from streams.sending import Outgoing, key_partition
 
 log = logging.getLogger("leadflow.worker")
 
@@ -151,27 +151,41 @@ _DECODED_MAX = 500_000  # decoded values kept; all dropped at once beyond (bound
 
 
 class InFlight:
-    """Internal messages this process sent and has not applied yet (see module docstring).
+    """Internal messages this process sent and has not applied yet, per internal partition (see
+    module docstring).
 
-    Counted per process: with several workers, a message handled by another worker is not
-    waited for (docs/streaming.md).
+    Only messages to internal partitions this process is assigned are counted: with several
+    workers, a message handled by another worker is not waited for (docs/streaming.md).
     """
 
     def __init__(self) -> None:
-        self.count = 0
+        self.counts: dict[int, int] = {}
         self._drained = asyncio.Event()
         self._drained.set()
 
-    def sent(self, n: int) -> None:
-        """`n` messages went to the internal topic."""
-        if n:
-            self.count += n
-            self._drained.clear()
+    def sent(self, partition: int) -> None:
+        """A message went to internal `partition`."""
+        self.counts[partition] = self.counts.get(partition, 0) + 1
+        self._drained.clear()
 
-    def applied(self, n: int) -> None:
-        """`n` internal messages were applied (after a restart, ones sent before it count too)."""
-        self.count = max(0, self.count - n)
-        if self.count == 0:
+    def applied(self, partition: int) -> None:
+        """A message of ours from internal `partition` was applied."""
+        left = self.counts.get(partition, 0) - 1
+        if left > 0:
+            self.counts[partition] = left
+        else:
+            self.counts.pop(partition, None)
+        self._settle()
+
+    def keep_only(self, partitions: frozenset[int]) -> None:
+        """Forget partitions given to another worker: what was sent there comes back no more."""
+        for partition in list(self.counts):
+            if partition not in partitions:
+                del self.counts[partition]
+        self._settle()
+
+    def _settle(self) -> None:
+        if not self.counts:
             self._drained.set()
 
     async def drained(self, timeout_s: float) -> bool:
@@ -190,7 +204,7 @@ class _Batch:
     writes: dict[tuple[str, bytes], tuple[Any, object]] = field(default_factory=dict)
     sends: list[Outgoing] = field(default_factory=list)
     snapshots: dict[bytes, Record] = field(default_factory=dict)
-    internal: int = 0
+    internal: list[int] = field(default_factory=list)  # partitions of internal messages we apply
 
 
 def table_digest(items: Iterable[tuple[bytes, bytes | None]]) -> str:
@@ -230,6 +244,7 @@ class Pipeline:
         defs: Definitions,
         clock: Literal["live", "event"],
         input_format: str,
+        partitions: int,
         topic_name: Callable[[str], str],
         tables: dict[str, TableStore],
         send_all: SendAll,
@@ -239,6 +254,7 @@ class Pipeline:
         self.defs = defs
         self.clock = clock
         self.input_format = input_format
+        self._partitions = partitions
         self._name = topic_name
         self._tables = tables
         self._send_all = send_all
@@ -250,7 +266,8 @@ class Pipeline:
         self._fences: set[str] = set()
         self._fences_applied = asyncio.Event()
         self._committed_offsets = committed_offsets
-        self._redelivered_from: dict[tuple[str, int], int] | None = None
+        self._redelivered_from: dict[tuple[str, int], int] = {}
+        self._redelivered_for: frozenset[int] | None = None  # the assignment it was read for
         self._restart_point = asyncio.Lock()
         self._parked: dict[Cause, list[tuple[bytes, Internal]]] = {}
         self._cause: Cause | None = None
@@ -279,6 +296,12 @@ class Pipeline:
             except (InvalidEvent, SchemaError) as exc:
                 self._dead_letter(batch, message, str(exc), exc)
                 continue
+            if self.clock == "event":
+                before = topics.producer_clock(message.headers)
+                if before is not None:  # replay's clock before this line (rewinds on takeover)
+                    self.watermark = before
+                    self._cause = None  # due by the clock alone: nothing to wait for on restart
+                    batch = await self._fire_due(batch)
             if self.watermark is None or decoded.occurred_at > self.watermark:
                 self.watermark = decoded.occurred_at
             self._cause = (message.topic, message.partition, message.offset)
@@ -291,14 +314,22 @@ class Pipeline:
             for key, parked in self._parked.pop(self._cause, ()):
                 self._internal(key, parked, batch)  # its cause is applied again: now it may go
             if self.clock == "event":  # as replay: the event, then what fell due by its time
-                self._send_ticks(self.watermark, batch)
-                self._close_weeks(self.watermark, batch)
-                if batch.internal:
-                    await self._flush(batch)
-                    batch = _Batch()
-                    if not await self.in_flight.drained(timeout_s=5.0):
-                        log.warning("internal messages not back within 5 s; applying on")
+                batch = await self._fire_due(batch)
         await self._flush(batch)
+
+    async def _fire_due(self, batch: _Batch) -> _Batch:
+        """Backfill: tick what fell due by the watermark and close ended weeks; if that (or the
+        event before) sent internal messages this process applies, send the batch and wait
+        until they are applied, so the next event sees them, as in replay."""
+        assert self.watermark is not None
+        self._send_ticks(self.watermark, batch)
+        self._close_weeks(self.watermark, batch)
+        if not batch.internal:
+            return batch
+        await self._flush(batch)
+        if not await self.in_flight.drained(timeout_s=5.0):
+            log.warning("internal messages not back within 5 s; applying on")
+        return _Batch()
 
     async def on_internal(self, events: Sequence[KafkaEvent]) -> None:
         """Apply a batch from the internal topic (forwards, ticks, weekly tally messages)."""
@@ -306,11 +337,12 @@ class Pipeline:
         redelivered_from = await self._load_restart_point()
         self._watch_assignment()
         batch = _Batch()
-        ours = 0
+        ours = []  # partitions of the messages this process sent
         fences = []
         for event in events:
             sender, cause, message = pickle.loads(event.message.value)
-            ours += sender == self.incarnation
+            if sender == self.incarnation:
+                ours.append(event.message.partition)
             if isinstance(message, Fence):
                 fences.append(message.token)
                 continue
@@ -328,16 +360,21 @@ class Pipeline:
                 log.exception("internal message %r could not be applied", message)
                 self._dead_letter(batch, event.message, f"not applied: {exc}", exc)
         await self._flush(batch)
-        self.in_flight.applied(ours)
+        for partition in ours:
+            self.in_flight.applied(partition)
         if fences:
             self._fences.difference_update(fences)
             if not self._fences:
                 self._fences_applied.set()
 
     async def _load_restart_point(self) -> dict[tuple[str, int], int]:
-        """The group's committed input offsets when this process started (read once)."""
+        """The group's committed input offsets when this process was given its partitions (read
+        again after each new assignment: partitions taken over resume from their last owner's
+        commits)."""
         async with self._restart_point:
-            if self._redelivered_from is None:
+            assigned = frozenset(self._internal_partitions())
+            if assigned != self._redelivered_for:
+                self._redelivered_for = assigned
                 self._redelivered_from = await self._committed_offsets()
                 log.info("input is applied again from %s", self._redelivered_from)
             return self._redelivered_from
@@ -446,13 +483,16 @@ class Pipeline:
         self._week_end = sla.next_week_close(weekly.tally, self.defs)
 
     def _load_deadlines(self) -> None:
-        """After a (re)start: index every recovered lead's next deadline, and the weekly tally."""
+        """After a (re)start or a new assignment: index the next deadline of every lead this
+        process owns now, and the weekly tally."""
         if self._deadlines_loaded:
             return
         self._deadlines_loaded = True
-        for raw in list(self._tables[LEAD_TABLE].values()):
-            state = table_codec.loads(raw)
-            self._deadlines.schedule(state.lead_id, engine.next_deadline(state, self.defs))
+        self._deadlines = Deadlines()
+        for key, raw in list(self._tables[LEAD_TABLE].items()):
+            if key_partition(key, self._partitions) in self._assignment:
+                state = table_codec.loads(raw)
+                self._deadlines.schedule(state.lead_id, engine.next_deadline(state, self.defs))
         raw_weekly = self._tables[WEEKLY_TABLE].get(WEEKLY_KEY)
         if raw_weekly is not None:
             self._week_end = sla.next_week_close(table_codec.loads(raw_weekly).tally, self.defs)
@@ -501,6 +541,12 @@ class Pipeline:
         if current != self._assignment:
             self._assignment = current
             self._decoded.clear()
+            self.in_flight.keep_only(current)
+            self._deadlines_loaded = False  # leads taken over have deadlines too
+            # Partitions taken over resume from their last commit, maybe far behind the others:
+            # the event-time watermark starts again from what is applied next (as after a
+            # restart), or their leads' SLA timers would all fire at once.
+            self.watermark = None
             self._fenced &= current  # partitions given back later are fenced again
 
     def _output(self, records: Iterable[Record], batch: _Batch) -> None:
@@ -517,8 +563,10 @@ class Pipeline:
 
     def _internal(self, key: bytes, message: Internal, batch: _Batch) -> None:
         value = pickle.dumps((self.incarnation, self._cause, message))
-        batch.sends.append((self._name(topics.LEAD_EVENTS), key, value, None, None))
-        batch.internal += 1
+        partition = key_partition(key, self._partitions)
+        batch.sends.append((self._name(topics.LEAD_EVENTS), key, value, None, partition))
+        if partition in self._assignment:  # this process applies it: backfill waits for it
+            batch.internal.append(partition)
 
     def _dead_letter(self, batch: _Batch, message: Any, reason: str, exc: BaseException) -> None:
         headers = [
@@ -537,7 +585,8 @@ class Pipeline:
         for key, snapshot in batch.snapshots.items():
             value = encode_record(str(snapshot.kind), snapshot.as_dict())
             batch.sends.append((self._name(topics.LEAD_STATE), key, value, None, None))
-        self.in_flight.sent(batch.internal)
+        for partition in batch.internal:
+            self.in_flight.sent(partition)
         await self._send_all(batch.sends)
         if not batch.writes:
             return

@@ -16,10 +16,15 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 
 Outgoing = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None]
 """topic, key, value (None: a tombstone), headers, partition (None: by key)."""
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The partition the Java client's default partitioner gives `key` (murmur2)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
 
 
 class BatchSender:
@@ -27,8 +32,7 @@ class BatchSender:
 
     def __init__(self, producer: Callable[[], Awaitable[Any]]) -> None:
         self._producer = producer  # → a started aiokafka.AIOKafkaProducer
-        self._partitions: dict[str, list[int]] = {}
-        self._partitioner = DefaultPartitioner()
+        self._partitions: dict[str, int] = {}
 
     async def send(self, records: Sequence[Outgoing]) -> dict[tuple[str, int], int]:
         """Send `records`; return once all are acknowledged, with the last offset written per
@@ -40,7 +44,7 @@ class BatchSender:
         for record in records:
             topic, key, _, _, partition = record
             if partition is None:
-                partition = self._partitioner(key, await self._all_partitions(producer, topic), [])
+                partition = key_partition(key, await self._partition_count(producer, topic))
             by_partition.setdefault((topic, partition), []).append(record)
         acks: list[tuple[tuple[str, int], int, Any]] = []
         for (topic, partition), group in by_partition.items():
@@ -73,8 +77,8 @@ class BatchSender:
         batch.close()
         return await producer.send_batch(batch, topic, partition=partition)
 
-    async def _all_partitions(self, producer: Any, topic: str) -> list[int]:
-        known = self._partitions.get(topic)
-        if known is None:
-            known = self._partitions[topic] = sorted(await producer.partitions_for(topic))
-        return known
+    async def _partition_count(self, producer: Any, topic: str) -> int:
+        count = self._partitions.get(topic)
+        if count is None:
+            count = self._partitions[topic] = len(await producer.partitions_for(topic))
+        return count

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 TOUCHES = "leadflow.touches"
 ACTIVITIES = "leadflow.activities"
@@ -23,6 +25,30 @@ SEQ_HEADER = "leadflow-seq"
 def seq_header(run_started_ns: int, line_no: int) -> tuple[str, bytes]:
     """The header `leadflow produce` puts on record `line_no` of a run started at `run_started_ns`."""
     return SEQ_HEADER, run_started_ns.to_bytes(8, "big") + line_no.to_bytes(8, "big")
+
+
+# Record header with the event-time clock of the producing run before this record: the largest
+# occurred_at of the records before it, as replay's clock before that line (DESIGN.md §6).
+# Backfill fires SLA timers by it before applying the record, so each event meets the timers
+# replay had fired by then, however the partitions are spread over workers and wherever a
+# restart resumes.
+CLOCK_HEADER = "leadflow-clock"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def clock_header(clock: datetime) -> tuple[str, bytes]:
+    """The clock header: microseconds since the epoch, 8 bytes big-endian, signed."""
+    micros = (clock - _EPOCH) // timedelta(microseconds=1)
+    return CLOCK_HEADER, micros.to_bytes(8, "big", signed=True)
+
+
+def producer_clock(headers: Any) -> datetime | None:
+    """The clock header's instant among a record's `headers` ((name, bytes) pairs), or None."""
+    for name, value in headers or ():
+        if name == CLOCK_HEADER and len(value) == 8:
+            micros = int.from_bytes(value, "big", signed=True)
+            return _EPOCH + timedelta(microseconds=micros)
+    return None
 
 
 OUTPUT_TOPICS = (TRANSITIONS, SLA, ATTRIBUTION, LEAD_STATE)

@@ -30,6 +30,7 @@ def start_worker(
     }
     command = [sys.executable, "-m", "leadflow", "worker", "--clock", "event"]
     command += ["--topic-prefix", prefix, "--app-id", app_id, "--log-level", "info", *extra]
+    state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / f"worker-{app_id}-{time.monotonic_ns()}.log"  # kept for a failing test
     with open(log, "wb") as stderr:
         worker = subprocess.Popen(
