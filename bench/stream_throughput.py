@@ -276,6 +276,11 @@ def _report(
     if not every:
         raise RuntimeError(f"the worker wrote no output in {DEADLINE_S:.0f} s")
     first_ms, last_ms = min(every), max(every)
+    for topic, topic_stamps in stamps.items():
+        if topic_stamps:
+            print(
+                f"  {topic}: first +{(min(topic_stamps) - first_ms) / 1000:.2f} s, last +{(max(topic_stamps) - first_ms) / 1000:.2f} s"
+            )
     if committed < sent:
         print(f"worker did NOT finish in {DEADLINE_S:.0f} s: (c) counts committed events only")
     worker_rate = min(committed, sent) / ((last_ms - first_ms) / 1000)

@@ -69,7 +69,7 @@ class Codec:
         buffer = io.BytesIO()
         buffer.write(_HEADER.pack(MAGIC, schema_id))
         try:
-            fastavro.schemaless_writer(buffer, parsed(full_name), dict(record))
+            fastavro.schemaless_writer(buffer, parsed(full_name), record)
         except (TypeError, ValueError, KeyError, AttributeError) as exc:
             raise SchemaError(f"{full_name}: cannot encode ({exc})") from None
         return buffer.getvalue()

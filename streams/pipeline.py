@@ -16,9 +16,15 @@ So a crash can lose state writes but never outputs whose state survived: after a
 events after the last commit are applied again and give the same records with the same ids
 (duplicates only as exact re-deliveries, never gaps).
 
-In backfill (`--clock event`) a batch is cut after any event that sent an internal message
-(a forward, an SLA tick, an MQL count) and the next event waits until those are applied, so
-every lead sees the same sequence as in replay.
+SLA timers fire in the batch itself: the deadline index holds the leads this process owns. The
+clock is the wall clock (`--clock live`, from a timer) or, in backfill (`--clock event`),
+replay's event-time clock, which `leadflow produce` stamps on each record (`leadflow-clock`:
+the largest occurred_at before it); timers due by it fire before the record is applied, and
+those due by its own time after, as replay does between lines.
+
+In backfill a batch is also cut after any event that sent an internal message this process
+applies (a forward, an MQL count), and the next event waits until those are applied, so every
+lead sees the same sequence as in replay.
 
 After a (re)start or a rebalance, internal messages an earlier process sent may still be
 waiting in the internal topic. Every internal message names its root cause, the input record
@@ -53,6 +59,7 @@ from streams.core.errors import InvalidEvent
 from streams.core.events import MAX_EVENT_BYTES, Event, parse_event
 from streams.core.identity import Message, apply_anonymous, is_anonymous_message, message_key
 from streams.core.records import OutputKind, Record, Transition
+from streams.core.state import LeadState
 from streams.deadlines import Deadlines
 from streams.sending import Outgoing, key_partition
 
@@ -201,9 +208,10 @@ class InFlight:
 class _Batch:
     """What one batch changes: table writes (by table and key), and what to send."""
 
-    writes: dict[tuple[str, bytes], tuple[Any, object]] = field(default_factory=dict)
+    # (table, key) → (changelog partition, new value or None)
+    writes: dict[tuple[str, bytes], tuple[int, object]] = field(default_factory=dict)
     sends: list[Outgoing] = field(default_factory=list)
-    snapshots: dict[bytes, Record] = field(default_factory=dict)
+    changed: dict[bytes, LeadState] = field(default_factory=dict)  # lead key → latest state
     internal: list[int] = field(default_factory=list)  # partitions of internal messages we apply
 
 
@@ -306,7 +314,7 @@ class Pipeline:
                 self.watermark = decoded.occurred_at
             self._cause = (message.topic, message.partition, message.offset)
             try:
-                self._apply(decoded, event, batch)
+                self._apply(decoded, message.partition, batch)
             except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
                 log.exception("event %s could not be applied", decoded.event_id)
                 self._dead_letter(batch, message, f"not applied: {type(exc).__name__}: {exc}", exc)
@@ -322,7 +330,7 @@ class Pipeline:
         event before) sent internal messages this process applies, send the batch and wait
         until they are applied, so the next event sees them, as in replay."""
         assert self.watermark is not None
-        self._send_ticks(self.watermark, batch)
+        self._tick_due(self.watermark, batch)
         self._close_weeks(self.watermark, batch)
         if not batch.internal:
             return batch
@@ -355,7 +363,7 @@ class Pipeline:
                 continue
             self._cause = cause
             try:
-                self._apply(message, event, batch)
+                self._apply(message, event.message.partition, batch)
             except Exception as exc:  # noqa: BLE001
                 log.exception("internal message %r could not be applied", message)
                 self._dead_letter(batch, event.message, f"not applied: {exc}", exc)
@@ -409,39 +417,40 @@ class Pipeline:
         self._load_deadlines()
         batch = _Batch()
         self._cause = None
-        self._send_ticks(now, batch)
+        self._tick_due(now, batch)
         self._close_weeks(now, batch)
         await self._flush(batch)
 
     # --- applying ------------------------------------------------------------------------
 
-    def _apply(self, message: Internal, event: Any, batch: _Batch) -> None:
+    def _apply(self, message: Internal, partition: int, batch: _Batch) -> None:
+        """Apply `message` (input event or internal message) of `partition` to the overlay."""
         if isinstance(message, CountMql | CloseWeeks):
-            self._apply_weekly(message, event, batch)
+            self._apply_weekly(message, partition, batch)
             return
         if isinstance(message, Tick):
             key = message.lead_id.encode()
             state = self._read(LEAD_TABLE, key, batch)
             if state is not None:
                 self._save_lead(
-                    key, state, engine.tick(state, message.now, self.defs), event, batch
+                    key, state, engine.tick(state, message.now, self.defs), partition, batch
                 )
             return
         key = message_key(message).encode()
         if is_anonymous_message(message):
             anonymous, forwards = apply_anonymous(self._read(ANONYMOUS_TABLE, key, batch), message)
-            batch.writes[(ANONYMOUS_TABLE, key)] = (event, anonymous)
+            batch.writes[(ANONYMOUS_TABLE, key)] = (partition, anonymous)
             self._forward(forwards, batch)
             return
         state = self._read(LEAD_TABLE, key, batch)
         step = engine.apply(state, message, self.defs)
-        self._save_lead(key, state, step, event, batch)
+        self._save_lead(key, state, step, partition, batch)
         self._forward(step.forwards, batch)
 
     def _save_lead(
-        self, key: bytes, before: Any, step: engine.Step, event: Any, batch: _Batch
+        self, key: bytes, before: Any, step: engine.Step, partition: int, batch: _Batch
     ) -> None:
-        batch.writes[(LEAD_TABLE, key)] = (event, step.state)
+        batch.writes[(LEAD_TABLE, key)] = (partition, step.state)
         self._output(step.outputs, batch)
         for record in step.outputs:
             if (
@@ -456,13 +465,11 @@ class Pipeline:
         if after is None:
             return
         if before is None or after.version != before.version:
-            snapshot = engine.snapshot(after, self.defs)
-            if snapshot is not None:
-                batch.snapshots[key] = snapshot  # the lead-state topic keeps the latest per lead
+            batch.changed[key] = after  # one lead-state record per lead per batch: the latest
         if after.sla or after.lead_id in self._deadlines:
             self._deadlines.schedule(after.lead_id, engine.next_deadline(after, self.defs))
 
-    def _apply_weekly(self, message: CountMql | CloseWeeks, event: Any, batch: _Batch) -> None:
+    def _apply_weekly(self, message: CountMql | CloseWeeks, partition: int, batch: _Batch) -> None:
         weekly = self._read(WEEKLY_TABLE, WEEKLY_KEY, batch) or WeeklyState()
         if isinstance(message, CountMql):
             counted = (message.record_id, message.at)
@@ -479,7 +486,7 @@ class Pipeline:
             horizon = first_open - timedelta(days=8) if first_open else None
             kept = {c for c in weekly.counted if horizon is None or c[1] >= horizon}
             weekly = WeeklyState(tally, frozenset(kept))
-        batch.writes[(WEEKLY_TABLE, WEEKLY_KEY)] = (event, weekly)
+        batch.writes[(WEEKLY_TABLE, WEEKLY_KEY)] = (partition, weekly)
         self._week_end = sla.next_week_close(weekly.tally, self.defs)
 
     def _load_deadlines(self) -> None:
@@ -497,9 +504,15 @@ class Pipeline:
         if raw_weekly is not None:
             self._week_end = sla.next_week_close(table_codec.loads(raw_weekly).tally, self.defs)
 
-    def _send_ticks(self, now: datetime, batch: _Batch) -> None:
+    def _tick_due(self, now: datetime, batch: _Batch) -> None:
+        """Fire the SLA timers of every lead due by `now`, in this batch: the deadline index
+        holds only leads this process owns, so no message is needed (as replay's clock)."""
         for lead_id in self._deadlines.pop_due(now):
-            self._internal(lead_id.encode(), Tick(lead_id, now), batch)
+            key = lead_id.encode()
+            try:
+                self._apply(Tick(lead_id, now), key_partition(key, self._partitions), batch)
+            except Exception:  # noqa: BLE001 — one lead's timers must not stop the others
+                log.exception("SLA timers of lead %s could not fire", lead_id)
 
     def _close_weeks(self, now: datetime, batch: _Batch) -> None:
         if self._week_end is not None and self._week_end <= now:
@@ -582,9 +595,11 @@ class Pipeline:
 
     async def _flush(self, batch: _Batch) -> None:
         """Send everything, wait for the broker's acks, then write the tables (module docstring)."""
-        for key, snapshot in batch.snapshots.items():
-            value = encode_record(str(snapshot.kind), snapshot.as_dict())
-            batch.sends.append((self._name(topics.LEAD_STATE), key, value, None, None))
+        for key, state in batch.changed.items():
+            snapshot = engine.snapshot(state, self.defs)
+            if snapshot is not None:
+                value = encode_record(str(snapshot.kind), snapshot.as_dict())
+                batch.sends.append((self._name(topics.LEAD_STATE), key, value, None, None))
         for partition in batch.internal:
             self.in_flight.sent(partition)
         await self._send_all(batch.sends)
@@ -592,10 +607,9 @@ class Pipeline:
             return
         changelog: list[Outgoing] = []
         stored: list[tuple[str, bytes, bytes | None, object]] = []
-        for (table, key), (event, value) in batch.writes.items():
+        for (table, key), (partition, value) in batch.writes.items():
             raw = None if value is None else table_codec.dumps(value)
-            # co-partitioned: a key's changelog partition is that of its event's topic
-            partition = event.message.partition
+            # co-partitioned: a key's changelog partition is that of the message that changed it
             changelog.append((self._tables[table].changelog_topic, key, raw, None, partition))
             stored.append((table, key, raw, value))
         # the state is durable before any later batch sends: a restart never sees a later
