@@ -82,10 +82,12 @@ _FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "deal_won": (("lead_id", "opportunity_id", "amount", "currency"), ()),
     "deal_lost": (("lead_id", "opportunity_id"), ("reason", "amount", "currency")),
 }
-_ENUMS = {
-    "touch_type": TOUCH_TYPES,
-    "channel": CHANNELS,
-    "activity_type": ACTIVITY_TYPES,
+# Each allowed value maps to one shared instance: events then hold that instance, not a copy
+# per event, which keeps lead state smaller and scoring's lookups on memory already in cache.
+_ENUMS: dict[str, Mapping[str, str]] = {
+    "touch_type": {value: value for value in TOUCH_TYPES},
+    "channel": {value: value for value in CHANNELS},
+    "activity_type": {value: value for value in ACTIVITY_TYPES},
 }
 
 AttrValue = str | int | float
@@ -193,7 +195,7 @@ class _Shape:
 
     event_type: EventType
     allowed: frozenset[str]
-    fields: tuple[tuple[str, int, bool, frozenset[str] | None], ...]
+    fields: tuple[tuple[str, int, bool, Mapping[str, str] | None], ...]
 
 
 _INDEX = {name: index for index, name in enumerate(Event._fields)}
@@ -250,8 +252,11 @@ def parse_event(obj: object) -> Event:
             raise InvalidEvent(f"{name}: expected a string, got {type(value).__name__}")
         if required and not value:
             raise InvalidEvent(f"{name}: must not be empty")
-        if allowed is not None and value not in allowed:
-            raise InvalidEvent(f"{name}: unknown value {value!r}")
+        if allowed is not None:
+            shared = allowed.get(value)
+            if shared is None:
+                raise InvalidEvent(f"{name}: unknown value {value!r}")
+            value = shared
         values[index] = value
     event = Event._make(values)
     return _check_rules(event) if shape.event_type in _RULED else event
