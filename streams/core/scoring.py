@@ -71,6 +71,11 @@ class ScoringRules:
     hand_raisers: frozenset[str]
     touch_points: Mapping[str, int]
     fit_rules: tuple[FitRule, ...]
+    # the window as a timedelta, made once (scoring runs for most events)
+    engagement_window: timedelta = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "engagement_window", timedelta(days=self.engagement_window_days))
 
 
 def fit_points(attributes: Mapping[str, object], rules: ScoringRules) -> int:
@@ -90,7 +95,7 @@ class ScoredTouch(Protocol):
 
 def engagement_points(touches: Iterable[ScoredTouch], at: datetime, rules: ScoringRules) -> int:
     """Points of the touches with at − window ≤ occurred_at ≤ at."""
-    earliest = at - timedelta(days=rules.engagement_window_days)
+    earliest = at - rules.engagement_window
     points = rules.touch_points
     total = 0
     for touch in touches:
