@@ -46,10 +46,6 @@ class SlaInstance:
     business_seconds: int | None = None
 
 
-def _policies(defs: Definitions) -> Mapping[str, SlaPolicy]:
-    return {p.name: p for p in defs.sla_policies}
-
-
 def _record(inst: SlaInstance, event: SlaEvent, at: datetime, defs: Definitions) -> SlaRecord:
     return SlaRecord(
         record_id=record_id(inst.instance_id, event, at.isoformat()),
@@ -154,7 +150,7 @@ def on_event(
     """
     if not instances:
         return instances, ()
-    policies = _policies(defs)
+    policies = defs.sla_policy_by_name
     kept: list[SlaInstance] = []
     records: list[SlaRecord] = []
     for inst in instances:
@@ -232,7 +228,7 @@ def on_tick(
     stamped with its scheduled time) and drop breaches past the correction window."""
     kept: list[SlaInstance] = []
     records: list[SlaRecord] = []
-    window = timedelta(days=defs.correction_window_days)
+    window = defs.correction_window
     for inst in instances:
         warn_at = inst.warn_at
         if inst.status is SlaStatus.OPEN and warn_at and not inst.warned_at and warn_at <= now:
@@ -266,7 +262,7 @@ def on_tick(
 def next_deadline(instances: tuple[SlaInstance, ...], defs: Definitions) -> datetime | None:
     """The earliest time at which `on_tick` would change something."""
     times = []
-    window = timedelta(days=defs.correction_window_days)
+    window = defs.correction_window
     for inst in instances:
         if inst.status is SlaStatus.OPEN:
             if inst.warn_at and not inst.warned_at:
