@@ -101,7 +101,9 @@ def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
     instances, records = sla.on_tick(state.sla, now, defs)
     if not records and instances == state.sla:
         return Step(state)
-    return Step(replace(state, sla=instances), records)
+    draft = LeadDraft(state)
+    draft.sla = instances
+    return Step(draft.freeze(), records)
 
 
 def next_deadline(state: LeadState, defs: Definitions) -> datetime | None:
