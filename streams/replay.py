@@ -84,7 +84,7 @@ class Replayer:
 
     def feed_line(self, line_no: int, raw: bytes) -> None:
         """Decode, validate and apply one input line; bad lines become dead letters."""
-        if not raw.strip():
+        if not raw or raw.isspace():
             return
         try:
             if len(raw) > MAX_EVENT_BYTES:
