@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -146,8 +147,7 @@ def snapshot(state: LeadState, defs: Definitions) -> LeadStateSnapshot | None:
     )
 
 
-def _touch_order(touch: Touch) -> tuple[datetime, int]:
-    return touch.occurred_at, touch.seq
+_touch_order = attrgetter("occurred_at", "seq")
 
 
 # --- event handling (on a mutable draft; frozen once per call) -----------------------------
