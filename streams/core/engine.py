@@ -25,7 +25,7 @@ from streams.core.identity import Absorb, Forget, Identify, Message, Stitch
 from streams.core.lifecycle import Signal, Stage, evolve
 from streams.core.records import LeadStateSnapshot, Record, Transition, record_id
 from streams.core.scoring import engagement_points, fit_points, is_mql
-from streams.core.state import LeadDraft, LeadState, Touch
+from streams.core.state import LeadDraft, LeadState, Touch, touch_of
 
 _SALES_SIGNALS = {
     EventType.LEAD_ACCEPTED: Signal.ACCEPTED,
@@ -160,7 +160,7 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
     touch_type: str | None = None
     attributes_changed = False
     if kind is EventType.TOUCH:
-        d.touches = (*d.touches, _touch(event, d.next_seq))
+        d.touches = (*d.touches, touch_of(event, d.next_seq))
         d.next_seq += 1
         if event.anonymous_id:
             d.anonymous_ids = d.anonymous_ids | {event.anonymous_id}
@@ -220,17 +220,6 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
     ):
         ch.outputs.extend(_attribute(d, event, defs))
     _changed(d)
-
-
-def _touch(event: Event, seq: int) -> Touch:
-    return Touch(
-        event.event_id,
-        event.occurred_at,
-        event.touch_type or "",
-        event.channel or "other",
-        event.campaign_id,
-        seq,
-    )
 
 
 def _merged(
