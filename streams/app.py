@@ -21,7 +21,7 @@ from faust.types import TP
 from schemas.errors import LeadflowError
 from streams import ordering, tansu, topics
 from streams.core.definitions import Definitions
-from streams.core.sla import SlaInstance, WeeklyMqlTally
+from streams.core.sla import WeeklyMqlTally
 from streams.core.state import AnonymousState, LeadState
 from streams.pipeline import ANONYMOUS_TABLE, LEAD_TABLE, WEEKLY_TABLE, Pipeline, WeeklyState
 from streams.sending import BatchSender
@@ -46,10 +46,11 @@ def _rebuild(cls: type, values: tuple[Any, ...]) -> Any:
 
 # Frozen slotted dataclasses pickle through dataclasses' Python-level __getstate__/__setstate__
 # (a `fields()` call each way). Internal messages (a merge carries state) and the weekly table
-# value pickle them as a class and a tuple of values instead.
+# value pickle them as a class and a tuple of values instead. (SlaInstance, a NamedTuple,
+# pickles that way already.)
 _SLOTS: dict[type, tuple[str, ...]] = {
     cls: tuple(f.name for f in fields(cls))
-    for cls in (LeadState, AnonymousState, SlaInstance, WeeklyMqlTally, WeeklyState)
+    for cls in (LeadState, AnonymousState, WeeklyMqlTally, WeeklyState)
 }
 for _cls, _names in _SLOTS.items():
     copyreg.pickle(

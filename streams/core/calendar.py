@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 
 # Guards against a calendar with no open hour in reach (definitions validation prevents it).
 _MAX_DAYS = 3 * 366
+_ONE_DAY = timedelta(days=1)
 
 
 class BusinessCalendar:
@@ -59,10 +60,10 @@ class BusinessCalendar:
         return spans
 
     def _intervals_from(self, at: datetime) -> Iterator[tuple[datetime, datetime]]:
-        day = at.astimezone(self._tz).date() - timedelta(days=1)
+        day = at.astimezone(self._tz).date() - _ONE_DAY
         for _ in range(_MAX_DAYS):
             yield from self.intervals_on(day)
-            day += timedelta(days=1)
+            day += _ONE_DAY
         raise ValueError(f"calendar {self.tz_name} has no business hours within {_MAX_DAYS} days")
 
     def add(self, start: datetime, seconds: int) -> datetime:

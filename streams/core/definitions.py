@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import date, time
+from dataclasses import dataclass, field
+from datetime import date, time, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -80,6 +80,14 @@ class Definitions:
     attribution: AttributionSettings
     default_team_id: str
     correction_window_days: int
+    # derived once from the fields above, for the per-event SLA code
+    sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
+    correction_window: timedelta = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_name = MappingProxyType({policy.name: policy for policy in self.sla_policies})
+        object.__setattr__(self, "sla_policy_by_name", by_name)
+        object.__setattr__(self, "correction_window", timedelta(days=self.correction_window_days))
 
     def team_of(self, owner_id: str | None, team_id: str | None) -> Team:
         """The explicit team, else the owner's team, else the default team."""

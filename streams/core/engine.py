@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime
+from operator import attrgetter
 from types import MappingProxyType
 from typing import NamedTuple
 
@@ -24,7 +25,7 @@ from streams.core.identity import Absorb, Forget, Identify, Message, Stitch
 from streams.core.lifecycle import Signal, Stage, evolve
 from streams.core.records import LeadStateSnapshot, Record, Transition, record_id
 from streams.core.scoring import engagement_points, fit_points, is_mql
-from streams.core.state import LeadDraft, LeadState, Touch
+from streams.core.state import LeadDraft, LeadState, Touch, touch_of
 
 _SALES_SIGNALS = {
     EventType.LEAD_ACCEPTED: Signal.ACCEPTED,
@@ -101,7 +102,9 @@ def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
     instances, records = sla.on_tick(state.sla, now, defs)
     if not records and instances == state.sla:
         return Step(state)
-    return Step(replace(state, sla=instances), records)
+    draft = LeadDraft(state)
+    draft.sla = instances
+    return Step(draft.freeze(), records)
 
 
 def next_deadline(state: LeadState, defs: Definitions) -> datetime | None:
@@ -144,8 +147,7 @@ def snapshot(state: LeadState, defs: Definitions) -> LeadStateSnapshot | None:
     )
 
 
-def _touch_order(touch: Touch) -> tuple[datetime, int]:
-    return touch.occurred_at, touch.seq
+_touch_order = attrgetter("occurred_at", "seq")
 
 
 # --- event handling (on a mutable draft; frozen once per call) -----------------------------
@@ -158,7 +160,7 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
     touch_type: str | None = None
     attributes_changed = False
     if kind is EventType.TOUCH:
-        d.touches = (*d.touches, _touch(event, d.next_seq))
+        d.touches = (*d.touches, touch_of(event, d.next_seq))
         d.next_seq += 1
         if event.anonymous_id:
             d.anonymous_ids = d.anonymous_ids | {event.anonymous_id}
@@ -218,17 +220,6 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
     ):
         ch.outputs.extend(_attribute(d, event, defs))
     _changed(d)
-
-
-def _touch(event: Event, seq: int) -> Touch:
-    return Touch(
-        event.event_id,
-        event.occurred_at,
-        event.touch_type or "",
-        event.channel or "other",
-        event.campaign_id,
-        seq,
-    )
 
 
 def _merged(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -82,10 +82,12 @@ _FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "deal_won": (("lead_id", "opportunity_id", "amount", "currency"), ()),
     "deal_lost": (("lead_id", "opportunity_id"), ("reason", "amount", "currency")),
 }
-_ENUMS = {
-    "touch_type": TOUCH_TYPES,
-    "channel": CHANNELS,
-    "activity_type": ACTIVITY_TYPES,
+# Each allowed value maps to one shared instance: events then hold that instance, not a copy
+# per event, which keeps lead state smaller and scoring's lookups on memory already in cache.
+_ENUMS: dict[str, Mapping[str, str]] = {
+    "touch_type": {value: value for value in TOUCH_TYPES},
+    "channel": {value: value for value in CHANNELS},
+    "activity_type": {value: value for value in ACTIVITY_TYPES},
 }
 
 AttrValue = str | int | float
@@ -188,25 +190,68 @@ def _attributes(value: object) -> Mapping[str, AttrValue] | None:
 
 @dataclass(frozen=True, slots=True)
 class _Shape:
-    """What one event type may carry: the allowed keys, and per field its Event index,
-    whether it is required and its allowed values (None: any string)."""
+    """What one event type may carry: the allowed keys; per field its Event index, whether it is
+    required and its allowed values (None: any string); then the type's rules across fields."""
 
     event_type: EventType
     allowed: frozenset[str]
-    fields: tuple[tuple[str, int, bool, frozenset[str] | None], ...]
+    fields: tuple[tuple[str, int, bool, Mapping[str, str] | None], ...]
+    attributes: tuple[int, bool] | None  # Event index and required, when the type has them
+    rules: Callable[[Event], Event] | None
 
 
-_INDEX = {name: index for index, name in enumerate(Event._fields)}
-_SHAPES = {
-    kind: _Shape(
-        EventType(kind),
-        frozenset(_COMMON + required + optional),
-        tuple(
-            (name, _INDEX[name], name in required, _ENUMS.get(name)) for name in required + optional
-        ),
-    )
-    for kind, (required, optional) in _FIELDS.items()
+def _check_touch(event: Event) -> Event:
+    if not (event.lead_id or event.anonymous_id):
+        raise InvalidEvent("lead_id: a touch needs lead_id or anonymous_id")
+    return event
+
+
+def _check_reason(event: Event) -> Event:
+    if event.reason not in REJECT_REASONS:
+        raise InvalidEvent(f"reason: unknown rejection reason {event.reason!r}")
+    return event
+
+
+def _check_money(event: Event) -> Event:
+    currency = event.currency
+    if currency is not None and (
+        len(currency) != 3 or not currency.isalpha() or not currency.isupper()
+    ):
+        raise InvalidEvent(f"currency: {currency!r} is not an ISO-4217 code")
+    if event.amount is not None:
+        if currency is None:
+            raise InvalidEvent("currency: required with amount")
+        return event._replace(amount_minor=to_minor(event.amount, currency))
+    return event
+
+
+_RULES: dict[str, Callable[[Event], Event]] = {
+    "touch": _check_touch,
+    "lead_rejected": _check_reason,
+    "opportunity_created": _check_money,
+    "deal_won": _check_money,
+    "deal_lost": _check_money,
 }
+_INDEX = {name: index for index, name in enumerate(Event._fields)}
+
+
+def _shape(kind: str, required: tuple[str, ...], optional: tuple[str, ...]) -> _Shape:
+    names = required + optional
+    return _Shape(
+        EventType(kind),
+        frozenset(_COMMON + names),
+        tuple(
+            (name, _INDEX[name], name in required, _ENUMS.get(name))
+            for name in names
+            if name != "attributes"
+        ),
+        (_INDEX["attributes"], "attributes" in required) if "attributes" in names else None,
+        _RULES.get(kind),
+    )
+
+
+# attributes, where a type has them, come last (their errors are reported after the others')
+_SHAPES = {kind: _shape(kind, *fields) for kind, fields in _FIELDS.items()}
 _BLANK: tuple[Any, ...] = (None,) * len(Event._fields)
 
 
@@ -214,7 +259,8 @@ def parse_event(obj: object) -> Event:
     """Validate a canonical JSON event object and build the `Event` (InvalidEvent on error)."""
     if type(obj) is not dict:
         raise InvalidEvent(f"event: expected a JSON object, got {type(obj).__name__}")
-    event_type = obj.get("event_type")
+    get = obj.get
+    event_type = get("event_type")
     shape = _SHAPES.get(event_type) if type(event_type) is str else None
     if shape is None:
         if event_type is None:
@@ -226,22 +272,19 @@ def parse_event(obj: object) -> Event:
             f"{unknown}: unknown field for {event_type} (written by a newer schema?)"
         )
     values: list[Any] = list(_BLANK)
-    event_id = _string(obj, "event_id", True)
-    assert event_id is not None
+    event_id = get("event_id")
+    if type(event_id) is not str or not event_id:
+        event_id = _string(obj, "event_id", True)  # raises unless a non-empty str subclass
+        assert event_id is not None
     if len(event_id) > MAX_EVENT_ID_CHARS:
         raise InvalidEvent(f"event_id: longer than {MAX_EVENT_ID_CHARS} characters")
     values[0] = event_id
     values[1] = shape.event_type
-    values[2] = parse_time(obj.get("occurred_at"))
-    values[3] = _string(obj, "source", True)
-    get = obj.get
+    values[2] = parse_time(get("occurred_at"))
+    source = get("source")
+    values[3] = source if type(source) is str and source else _string(obj, "source", True)
     for name, index, required, allowed in shape.fields:
         value = get(name)
-        if name == "attributes":
-            if value is None and required:
-                raise InvalidEvent("attributes: missing")
-            values[index] = _attributes(value)
-            continue
         if value is None:
             if required:
                 _string(obj, name, True)  # raises with the precise message
@@ -250,40 +293,20 @@ def parse_event(obj: object) -> Event:
             raise InvalidEvent(f"{name}: expected a string, got {type(value).__name__}")
         if required and not value:
             raise InvalidEvent(f"{name}: must not be empty")
-        if allowed is not None and value not in allowed:
-            raise InvalidEvent(f"{name}: unknown value {value!r}")
+        if allowed is not None:
+            shared = allowed.get(value)
+            if shared is None:
+                raise InvalidEvent(f"{name}: unknown value {value!r}")
+            value = shared
         values[index] = value
+    if shape.attributes is not None:
+        index, required = shape.attributes
+        value = get("attributes")
+        if value is None and required:
+            raise InvalidEvent("attributes: missing")
+        values[index] = _attributes(value)
     event = Event._make(values)
-    return _check_rules(event) if shape.event_type in _RULED else event
-
-
-_RULED = frozenset(
-    {
-        EventType.LEAD_REJECTED,
-        EventType.TOUCH,
-        EventType.OPPORTUNITY_CREATED,
-        EventType.DEAL_WON,
-        EventType.DEAL_LOST,
-    }
-)
-
-
-def _check_rules(event: Event) -> Event:
-    """Rules across fields: rejection reasons, a touch's key, currency and amount."""
-    if event.event_type is EventType.LEAD_REJECTED and event.reason not in REJECT_REASONS:
-        raise InvalidEvent(f"reason: unknown rejection reason {event.reason!r}")
-    if event.event_type is EventType.TOUCH and not (event.lead_id or event.anonymous_id):
-        raise InvalidEvent("lead_id: a touch needs lead_id or anonymous_id")
-    currency = event.currency
-    if currency is not None and (
-        len(currency) != 3 or not currency.isalpha() or not currency.isupper()
-    ):
-        raise InvalidEvent(f"currency: {currency!r} is not an ISO-4217 code")
-    if event.amount is not None:
-        if currency is None:
-            raise InvalidEvent("currency: required with amount")
-        return event._replace(amount_minor=to_minor(event.amount, currency))
-    return event
+    return event if shape.rules is None else shape.rules(event)
 
 
 def parse_line(line: str | bytes) -> Event:

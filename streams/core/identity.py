@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from streams.core.events import Event, EventType
-from streams.core.state import AnonymousState, LeadState, Touch
+from streams.core.state import AnonymousState, LeadState, Touch, touch_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,14 +118,7 @@ def apply_anonymous(
     seen = state.seen | {message.event_id}
     if state.lead_id is not None:
         return replace(state, seen=seen), (message._replace(lead_id=state.lead_id),)
-    touch = Touch(
-        message.event_id,
-        message.occurred_at,
-        message.touch_type or "",
-        message.channel or "other",
-        message.campaign_id,
-        state.next_seq,
-    )
+    touch = touch_of(message, state.next_seq)
     return replace(
         state, touches=(*state.touches, touch), seen=seen, next_seq=state.next_seq + 1
     ), ()

@@ -36,7 +36,7 @@ def iso_z(at: datetime | None) -> str | None:
 
 def record_id(*parts: object) -> str:
     """A deterministic id from the parts that make a record unique (hex, 32 chars)."""
-    joined = "\x1f".join("" if p is None else str(p) for p in parts)
+    joined = "\x1f".join(["" if p is None else str(p) for p in parts])
     return hashlib.blake2b(joined.encode(), digest_size=16).hexdigest()
 
 

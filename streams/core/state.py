@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import datetime
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from streams.core.events import Event
 from streams.core.lifecycle import Stage
 from streams.core.sla import SlaInstance
 
 _EMPTY: Mapping[str, str | int | float] = MappingProxyType({})
+_NO_IDS: frozenset[str] = frozenset()
 
 
 class Touch(NamedTuple):
@@ -26,6 +29,20 @@ class Touch(NamedTuple):
     channel: str
     campaign_id: str | None
     seq: int
+
+
+def touch_of(event: Event, seq: int) -> Touch:
+    """The Touch kept in state for a touch event; `seq` is its arrival order at its key."""
+    campaign_id = event.campaign_id
+    return Touch(
+        event.event_id,
+        event.occurred_at,
+        event.touch_type or "",
+        event.channel or "other",
+        # touches stay in state for the lead's life and campaigns are few: share their ids
+        None if campaign_id is None else sys.intern(campaign_id),
+        seq,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +66,7 @@ class LeadState:
     opportunity_at: datetime | None = None
     sla: tuple[SlaInstance, ...] = ()
     seen: frozenset[str] = field(default_factory=frozenset)
-    anonymous_ids: frozenset[str] = field(default_factory=frozenset)
+    anonymous_ids: frozenset[str] = _NO_IDS
     version: int = 0
     next_seq: int = 0
     clock: datetime | None = None  # latest occurred_at applied to this lead

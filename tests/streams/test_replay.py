@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
 import subprocess
@@ -116,6 +117,23 @@ def test_replay_is_deterministic(generated_events: Path, replayed: Path, tmp_pat
     replay_file(generated_events, tmp_path, load_definitions())
     for name in OUTPUT_FILES:
         assert (tmp_path / name).read_bytes() == (replayed / name).read_bytes(), name
+
+
+def test_replay_leaves_no_garbage_cycles_and_the_collector_on(
+    generated_events: Path, tmp_path: Path
+) -> None:
+    """Replay runs with the cyclic collector off (streams.replay._without_cycle_collection): that
+    is only sound while core state and records form no reference cycles."""
+    defs = load_definitions()
+    gc.collect()
+    gc.disable()
+    try:
+        replay_file(generated_events, tmp_path, defs)
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
+    replay_file(generated_events, tmp_path, defs)
+    assert gc.isenabled()
 
 
 def test_cli_prints_a_summary_and_fails_cleanly_on_a_missing_file(
