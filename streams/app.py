@@ -123,6 +123,14 @@ class FaustTableStore:
         self.table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
 
 
+def _highwater(app: faust.App, tp: Any) -> int | None:
+    """The end offset in the consumer's last fetch response for `tp` (None: not known)."""
+    try:
+        return app.consumer.highwater(tp)  # type: ignore[no-any-return]
+    except Exception:  # noqa: BLE001 — not assigned (any more): not known
+        return None
+
+
 def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     """Build the Faust app with its topics, tables, agents and the SLA timer."""
     tansu.configure(
@@ -137,6 +145,7 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         startup_ms=3000 if config.clock == "event" else 0,
         credit=credit,
         probe=lambda: (app.consumer_generation_id, app.consumer.assignment()),
+        highwater=lambda tp: _highwater(app, tp),
     )
     app = faust.App(
         config.app_id,

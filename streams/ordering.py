@@ -4,8 +4,14 @@ Kafka orders records within a partition only. A lead's events arrive on three to
 (touches, activities, leads), so Faust's round-robin delivery can apply a `deal_lost` before the
 `lead_created` that preceded it upstream. Like Kafka Streams (`max.task.idle.ms`), this
 scheduler merges every input partition this worker is assigned by arrival key and holds a
-record back until every other assigned input partition has a later record buffered, or until it
-has waited `idle_ms` (the silent partitions are then taken to be caught up). With one worker
+record back until every other assigned input partition has a later record buffered or has
+nothing more to deliver. A partition with nothing buffered has nothing more when the last fetch
+response's high watermark says its next offset is the end (the fetch-response high watermark is
+right on Tansu too, unlike ListOffsets); while records are known to be waiting in the broker,
+the merge waits for them (at most `LAG_WAIT_S`, then it warns and goes on), however slow the
+fetch is. Only when that is unknown (no fetch response yet, or no record seen since an
+assignment) does it fall back to waiting `idle_ms` (the silent partition is then taken to be
+caught up). With one worker
 that restores the produce order exactly, across leads too (identity steps and merges span
 partitions); with several, each worker's share is in order.
 
@@ -20,6 +26,7 @@ back to the committed offsets and fetches them again.
 from __future__ import annotations
 
 import heapq
+import logging
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +36,10 @@ from faust.types import TP
 from faust.types.transports import SchedulingStrategyT
 
 from streams.topics import SEQ_HEADER
+
+log = logging.getLogger("leadflow.worker")
+
+LAG_WAIT_S = 30.0  # longest wait for a partition whose records are known to be in the broker
 
 
 def arrival_key(record: Any) -> bytes:
@@ -76,6 +87,7 @@ class ArrivalOrder(SchedulingStrategyT):
     # resumed flow): until each has delivered once, a silent partition is waited for this long
     startup_s: ClassVar[float] = 3.0
     probe: ClassVar[Any] = None  # () -> (consumer generation id, assigned TPs)
+    highwater: ClassVar[Any] = None  # TP -> the end offset of its last fetch response, or None
     credit: ClassVar[InputCredit | None] = None
 
     @classmethod
@@ -86,6 +98,7 @@ class ArrivalOrder(SchedulingStrategyT):
         probe: Any = None,
         startup_ms: int = 3000,
         credit: InputCredit | None = None,
+        highwater: Any = None,
     ) -> None:
         """Which topics to merge, how long to wait for a silent partition (in steady state and
         just after an assignment), and a probe of the consumer's generation and assignment."""
@@ -94,6 +107,7 @@ class ArrivalOrder(SchedulingStrategyT):
         cls.startup_s = startup_ms / 1000
         cls.credit = credit
         cls.probe = staticmethod(probe) if probe is not None else None
+        cls.highwater = staticmethod(highwater) if highwater is not None else None
 
     def __init__(self) -> None:
         # input partition -> held (arrival key, monotonic receive time, record), in offset order
@@ -102,6 +116,8 @@ class ArrivalOrder(SchedulingStrategyT):
         self._assigned: frozenset[TP] = frozenset()
         self._delivered: set[TP] = set()  # assigned partitions that delivered this generation
         self._assigned_at = time.monotonic()
+        self._next_offset: dict[TP, int] = {}  # per merged partition, since the assignment
+        self._lag_warned = False
 
     def iterate(self, records: Mapping[TP, list[Any]]) -> Iterator[tuple[TP, Any]]:
         """Pass-through records first, then every merged record that may go now, in order."""
@@ -116,6 +132,8 @@ class ArrivalOrder(SchedulingStrategyT):
             held = self._held.setdefault(tp, deque())
             held.extend((arrival_key(record), now, record) for record in batch)
             self._delivered.add(tp)
+            if batch:
+                self._next_offset[tp] = batch[-1].offset + 1
         yield from self._release(now)
 
     def held(self) -> int:
@@ -135,8 +153,8 @@ class ArrivalOrder(SchedulingStrategyT):
                 return
             _, tp = heads[0]
             queue = held[tp]
-            everyone_has_data = all(held.get(other) for other in self._assigned)
-            if not everyone_has_data and now - queue[0][1] < wait_s:
+            silent = [other for other in self._assigned if not held.get(other)]
+            if silent and not self._may_pass(silent, now - queue[0][1], wait_s):
                 return
             _, _, record = queue.popleft()
             yield tp, record
@@ -144,6 +162,26 @@ class ArrivalOrder(SchedulingStrategyT):
                 heapq.heapreplace(heads, (queue[0][0], tp))
             else:
                 heapq.heappop(heads)
+
+    def _may_pass(self, silent: list[TP], waited_s: float, wait_s: float) -> bool:
+        """May a record that waited `waited_s` go before the `silent` partitions' next ones?"""
+        if self.idle_s <= 0:
+            return True  # live: arrival order as fetched
+        unknown = False
+        for tp in silent:
+            end = self.highwater(tp) if self.highwater is not None else None
+            position = self._next_offset.get(tp)
+            if end is None or position is None:
+                unknown = True
+            elif position < end:  # its records are in the broker, not fetched yet
+                if waited_s < LAG_WAIT_S:
+                    return False
+                if not self._lag_warned:
+                    self._lag_warned = True
+                    log.warning(
+                        "input %s not fetched within %.0f s; merging without it", tp, waited_s
+                    )
+        return not unknown or waited_s >= wait_s
 
     def _observe_consumer(self) -> None:
         if self.probe is None:
@@ -153,6 +191,7 @@ class ArrivalOrder(SchedulingStrategyT):
         if generation != self._generation or assigned != self._assigned:
             if generation != self._generation:
                 self._held.clear()  # Faust seeks back to the committed offsets: they come again
+                self._next_offset.clear()
             self._generation = generation
             self._assigned = assigned
             self._delivered &= assigned
