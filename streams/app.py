@@ -8,8 +8,11 @@ land on the same worker.
 
 from __future__ import annotations
 
+import asyncio
 import copyreg
+import io
 import logging
+import signal
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
@@ -123,6 +126,13 @@ class FaustTableStore:
         self.table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)
 
 
+def _log_task_stacks() -> None:
+    for task in asyncio.all_tasks():
+        stack = io.StringIO()
+        task.print_stack(file=stack)
+        log.warning("task %s:\n%s", task.get_name(), stack.getvalue())
+
+
 def _highwater(app: faust.App, tp: Any) -> int | None:
     """The end offset in the consumer's last fetch response for `tp` (None: not known)."""
     try:
@@ -219,6 +229,13 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     async def fire_sla_timers() -> None:
         now = datetime.now(UTC) if config.clock == "live" else pipeline.watermark
         await pipeline.on_timer(now)
+
+    @app.task
+    async def dump_tasks_on_sigusr1() -> None:
+        """`kill -USR1 <worker pid>` logs every asyncio task's stack: what a stalled worker
+        waits for."""
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGUSR1, _log_task_stacks)
 
     @app.task
     async def check_co_partitioning() -> None:
