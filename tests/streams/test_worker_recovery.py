@@ -42,10 +42,7 @@ from tests.streams.harness import (
 
 @pytest.fixture(scope="module")
 def uninterrupted(generated_events: Path) -> Replayer:
-    replayer = Replayer(load_definitions())
-    for line_no, raw in enumerate(generated_events.read_bytes().splitlines(), start=1):
-        replayer.feed_line(line_no, raw)
-    return replayer
+    return _replayed_records(generated_events)[0]
 
 
 def _halves(path: Path, tmp_path: Path) -> tuple[Path, Path]:
@@ -164,6 +161,24 @@ def _by_id(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     return copies
 
 
+def _replayed_records(path: Path) -> tuple[Replayer, dict[str, list[Any]]]:
+    """The uninterrupted run over `path`: the replayer and its output records by kind."""
+    expected: dict[str, list[Any]] = {}
+    replay = Replayer(load_definitions(), lambda r: expected.setdefault(str(r.kind), []).append(r))
+    for line_no, raw in enumerate(path.read_bytes().splitlines(), start=1):
+        replay.feed_line(line_no, raw)
+    return replay, expected
+
+
+def _assert_same_records(label: str, got: list[dict[str, Any]], want_ids: set[str]) -> None:
+    """`got` holds exactly the records `want_ids`, re-deliveries only as exact copies."""
+    copies = _by_id(got)
+    assert set(copies) == want_ids, (
+        f"{label}: missing {len(want_ids - set(copies))}, extra {len(set(copies) - want_ids)}"
+    )
+    assert all(all(c == cs[0] for c in cs) for cs in copies.values()), f"{label}: differing copies"
+
+
 @pytest.mark.soak
 def test_after_sigkill_mid_stream_outputs_equal_the_uninterrupted_run(
     stack: Settings,
@@ -175,10 +190,7 @@ def test_after_sigkill_mid_stream_outputs_equal_the_uninterrupted_run(
     prefix, app_id = f"rkill{os.getpid()}.", f"rkill{os.getpid()}"
     create_topics(stack.bootstrap, stack.partitions, prefix)
     _publish(stack, generated_events, prefix)
-    expected: dict[str, list[Any]] = {}
-    replay = Replayer(load_definitions(), lambda r: expected.setdefault(str(r.kind), []).append(r))
-    for line_no, raw in enumerate(generated_events.read_bytes().splitlines(), start=1):
-        replay.feed_line(line_no, raw)
+    _, expected = _replayed_records(generated_events)
     worker = start_worker(stack, prefix, app_id, tmp_path)
     try:  # kill once a quarter of the transitions are out
         at_kill = wait_for_records(
@@ -198,14 +210,7 @@ def test_after_sigkill_mid_stream_outputs_equal_the_uninterrupted_run(
         stop(worker, signal.SIGTERM)
     got = outputs(stack.bootstrap, prefix)
     for kind, topic in (("transition", topics.TRANSITIONS), ("attribution", topics.ATTRIBUTION)):
-        copies = _by_id(got[topic])
-        want = {r.record_id for r in expected[kind]}
-        assert set(copies) == want, (
-            f"{kind}: missing {len(want - set(copies))}, extra {len(set(copies) - want)}"
-        )
-        assert all(all(c == cs[0] for c in cs) for cs in copies.values()), (
-            f"{kind}: differing copies"
-        )
+        _assert_same_records(kind, got[topic], {r.record_id for r in expected[kind]})
     sla_copies = _by_id(got[topics.SLA])
     want_sla = {r.record_id: r for r in expected["sla"]}
     missing = [
@@ -252,10 +257,7 @@ def test_two_workers_one_killed_mid_stream_outputs_equal_the_uninterrupted_run(
     transition, attribution credit and per-lead SLA record of the uninterrupted run is there,
     nothing else (re-deliveries only as exact copies), and the lead table equals it."""
     data = _lead_keyed_only(generated_events, tmp_path / "lead-keyed.jsonl")
-    expected: dict[str, list[Any]] = {}
-    replay = Replayer(load_definitions(), lambda r: expected.setdefault(str(r.kind), []).append(r))
-    for line_no, raw in enumerate(data.read_bytes().splitlines(), start=1):
-        replay.feed_line(line_no, raw)
+    replay, expected = _replayed_records(data)
     name = f"rtwo{os.getpid()}"
     prefix = f"{name}."
     create_topics(stack.bootstrap, stack.partitions, prefix)
@@ -278,21 +280,13 @@ def test_two_workers_one_killed_mid_stream_outputs_equal_the_uninterrupted_run(
         stop(survivor, signal.SIGTERM)
     got = outputs(stack.bootstrap, prefix)
     for kind, topic in (("transition", topics.TRANSITIONS), ("attribution", topics.ATTRIBUTION)):
-        copies = _by_id(got[topic])
-        want = {r.record_id for r in expected[kind]}
-        assert set(copies) == want, (
-            f"{kind}: missing {len(want - set(copies))}, extra {len(set(copies) - want)}"
-        )
-        assert all(all(c == cs[0] for c in cs) for cs in copies.values()), (
-            f"{kind}: differing copies"
-        )
+        _assert_same_records(kind, got[topic], {r.record_id for r in expected[kind]})
     # per lead; the weekly MQL target records count MQLs sent from both workers to one tally,
     # whose week may close before a count from the other worker arrives
-    lead_sla = _by_id([r for r in got[topics.SLA] if r["lead_id"] is not None])
-    want_sla = {r.record_id for r in expected["sla"] if r.lead_id is not None}
-    assert set(lead_sla) == want_sla, (
-        f"SLA: missing {len(want_sla - set(lead_sla))}, extra {len(set(lead_sla) - want_sla)}"
+    _assert_same_records(
+        "SLA",
+        [r for r in got[topics.SLA] if r["lead_id"] is not None],
+        {r.record_id for r in expected["sla"] if r.lead_id is not None},
     )
-    assert all(all(c == cs[0] for c in cs) for cs in lead_sla.values()), "SLA: differing copies"
     leads = table_values(stack.bootstrap, name, LEAD_TABLE)
     assert {k.decode(): v for k, v in leads.items()} == replay.leads
