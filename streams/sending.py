@@ -46,36 +46,28 @@ class BatchSender:
             if partition is None:
                 partition = key_partition(key, await self._partition_count(producer, topic))
             by_partition.setdefault((topic, partition), []).append(record)
-        acks: list[tuple[tuple[str, int], int, Any]] = []
+        acks: list[tuple[tuple[str, int], int, Any]] = []  # (topic, partition), records, ack
         for (topic, partition), group in by_partition.items():
             batch = producer.create_batch()
-            count = 0
             for _, key, value, headers, _ in group:
                 if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
-                    acks.append(
-                        (
-                            (topic, partition),
-                            count,
-                            await self._submit(producer, batch, topic, partition),
-                        )
-                    )
+                    acks.append(await self._submit(producer, batch, topic, partition))  # full
                     batch = producer.create_batch()
-                    count = 0
                     if batch.append(key=key, value=value, timestamp=None, headers=headers) is None:
                         raise ValueError(f"a record for {topic} is larger than a whole batch")
-                count += 1
-            acks.append(
-                ((topic, partition), count, await self._submit(producer, batch, topic, partition))
-            )
+            acks.append(await self._submit(producer, batch, topic, partition))
         results = await asyncio.gather(*(ack for _, _, ack in acks))
         last: dict[tuple[str, int], int] = {}
         for (tp, count, _), metadata in zip(acks, results, strict=True):
             last[tp] = max(last.get(tp, -1), metadata.offset + count - 1)
         return last
 
-    async def _submit(self, producer: Any, batch: Any, topic: str, partition: int) -> Any:
+    async def _submit(
+        self, producer: Any, batch: Any, topic: str, partition: int
+    ) -> tuple[tuple[str, int], int, Any]:
         batch.close()
-        return await producer.send_batch(batch, topic, partition=partition)
+        ack = await producer.send_batch(batch, topic, partition=partition)
+        return (topic, partition), batch.record_count(), ack
 
     async def _partition_count(self, producer: Any, topic: str) -> int:
         count = self._partitions.get(topic)
