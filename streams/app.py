@@ -156,6 +156,8 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         credit=credit,
         probe=lambda: (app.consumer_generation_id, app.consumer.assignment()),
         highwater=lambda tp: _highwater(app, tp),
+        held_topics=[name(topics.LEAD_EVENTS)],
+        ready=lambda: not app.rebalancing,
     )
     app = faust.App(
         config.app_id,

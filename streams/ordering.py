@@ -21,6 +21,13 @@ record timestamp. Records of other topics (the internal topic) pass straight thr
 records are not delivered, so they are not acked and never committed before they are applied;
 after a rebalance (a new consumer generation) the held records are dropped, because Faust seeks
 back to the committed offsets and fetches them again.
+
+Nothing an agent consumes (input or internal) is delivered while Faust is still rebalancing.
+Faust resumes the stream partitions before it seeks them to the committed offsets, and once the
+seek is done `flow_control.resume()` empties every agent's queue: records delivered in between
+were silently lost (the fetch position had moved past them, so they never came again). They
+are held here instead; if the consumer seeks back and fetches them again, the new fetch
+replaces what is held from that offset on.
 """
 
 from __future__ import annotations
@@ -40,6 +47,15 @@ from streams.topics import SEQ_HEADER
 log = logging.getLogger("leadflow.worker")
 
 LAG_WAIT_S = 30.0  # longest wait for a partition whose records are known to be in the broker
+
+
+def _drop_refetched(held: deque[tuple[bytes, float, Any]], batch: Sequence[Any]) -> None:
+    """The consumer seeked back and fetches again: the new fetch replaces held records from its
+    first offset on."""
+    if batch and held:
+        first = batch[0].offset
+        while held and held[-1][2].offset >= first:
+            held.pop()
 
 
 def arrival_key(record: Any) -> bytes:
@@ -89,6 +105,8 @@ class ArrivalOrder(SchedulingStrategyT):
     probe: ClassVar[Any] = None  # () -> (consumer generation id, assigned TPs)
     highwater: ClassVar[Any] = None  # TP -> the end offset of its last fetch response, or None
     credit: ClassVar[InputCredit | None] = None
+    held_topics: ClassVar[frozenset[str]] = frozenset()  # also held while rebalancing
+    ready: ClassVar[Any] = None  # () -> may records go to the agents now (not rebalancing)
 
     @classmethod
     def configure(
@@ -99,10 +117,15 @@ class ArrivalOrder(SchedulingStrategyT):
         startup_ms: int = 3000,
         credit: InputCredit | None = None,
         highwater: Any = None,
+        held_topics: Sequence[str] = (),
+        ready: Any = None,
     ) -> None:
         """Which topics to merge, how long to wait for a silent partition (in steady state and
-        just after an assignment), and a probe of the consumer's generation and assignment."""
+        just after an assignment), a probe of the consumer's generation and assignment, and
+        the other agents' topics, held like the merged ones until `ready()`."""
         cls.merged_topics = frozenset(topics)
+        cls.held_topics = frozenset(held_topics) | cls.merged_topics
+        cls.ready = staticmethod(ready) if ready is not None else None
         cls.idle_s = idle_ms / 1000
         cls.startup_s = startup_ms / 1000
         cls.credit = credit
@@ -112,6 +135,8 @@ class ArrivalOrder(SchedulingStrategyT):
     def __init__(self) -> None:
         # input partition -> held (arrival key, monotonic receive time, record), in offset order
         self._held: dict[TP, deque[tuple[bytes, float, Any]]] = {}
+        # other agents' partitions -> records fetched while not ready, in offset order
+        self._waiting: dict[TP, deque[tuple[bytes, float, Any]]] = {}
         self._generation: Any = None
         self._assigned: frozenset[TP] = frozenset()
         self._delivered: set[TP] = set()  # assigned partitions that delivered this generation
@@ -123,17 +148,30 @@ class ArrivalOrder(SchedulingStrategyT):
         """Pass-through records first, then every merged record that may go now, in order."""
         self._observe_consumer()
         now = time.monotonic()
-        merged = self.merged_topics
+        merged, held_topics = self.merged_topics, self.held_topics
+        ready = self.ready is None or self.ready()
         for tp, batch in records.items():
-            if tp.topic not in merged:
+            if tp.topic not in held_topics or (
+                ready and tp.topic not in merged and not self._waiting
+            ):
                 for record in batch:
                     yield tp, record
                 continue
-            held = self._held.setdefault(tp, deque())
+            if tp.topic in merged:
+                held = self._held.setdefault(tp, deque())
+                self._delivered.add(tp)
+                if batch:
+                    self._next_offset[tp] = batch[-1].offset + 1
+            else:
+                held = self._waiting.setdefault(tp, deque())
+            _drop_refetched(held, batch)
             held.extend((arrival_key(record), now, record) for record in batch)
-            self._delivered.add(tp)
-            if batch:
-                self._next_offset[tp] = batch[-1].offset + 1
+        if not ready:
+            return
+        while self._waiting:
+            tp, waiting = self._waiting.popitem()
+            for _, _, record in waiting:
+                yield tp, record
         yield from self._release(now)
 
     def held(self) -> int:
@@ -191,6 +229,7 @@ class ArrivalOrder(SchedulingStrategyT):
         if generation != self._generation or assigned != self._assigned:
             if generation != self._generation:
                 self._held.clear()  # Faust seeks back to the committed offsets: they come again
+                self._waiting.clear()
                 self._next_offset.clear()
             self._generation = generation
             self._assigned = assigned

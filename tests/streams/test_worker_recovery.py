@@ -143,13 +143,11 @@ def test_after_sigterm_the_restarted_worker_recovers_every_changelog_record(
     assert recovered == written
 
 
-@pytest.mark.soak
 def test_after_sigterm_and_restart_every_table_value_equals_the_uninterrupted_run(
     stack: Settings,
     stopped_and_restarted: tuple[str, dict[str, str], dict[str, str]],
     uninterrupted: Replayer,
 ) -> None:
-    """Fails about one run in three: some leads end in another stage (cause not found yet)."""
     app_id, _, _ = stopped_and_restarted
     assert _table_mismatches(stack, app_id, uninterrupted) == []
 
@@ -179,7 +177,6 @@ def _assert_same_records(label: str, got: list[dict[str, Any]], want_ids: set[st
     assert all(all(c == cs[0] for c in cs) for cs in copies.values()), f"{label}: differing copies"
 
 
-@pytest.mark.soak
 def test_after_sigkill_mid_stream_outputs_equal_the_uninterrupted_run(
     stack: Settings,
     generated_events: Path,
