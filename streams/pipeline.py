@@ -438,7 +438,9 @@ class Pipeline:
             return
         key = message_key(message).encode()
         if is_anonymous_message(message):
-            anonymous, forwards = apply_anonymous(self._read(ANONYMOUS_TABLE, key, batch), message)
+            anonymous, forwards = apply_anonymous(
+                self._read(ANONYMOUS_TABLE, key, batch), message, self.defs.dedupe_retention_days
+            )
             batch.writes[(ANONYMOUS_TABLE, key)] = (partition, anonymous)
             self._forward(forwards, batch)
             return

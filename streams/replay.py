@@ -120,7 +120,9 @@ class Replayer:
     def _apply(self, message: Message) -> tuple[Message, ...]:
         if is_anonymous_message(message):
             key = message.anonymous_id  # type: ignore[union-attr]
-            anonymous, forwards = apply_anonymous(self.anonymous.get(key), message)
+            anonymous, forwards = apply_anonymous(
+                self.anonymous.get(key), message, self.defs.dedupe_retention_days
+            )
             if anonymous is None:
                 self.anonymous.pop(key, None)
             else:

@@ -38,10 +38,10 @@ _LEAD_INSTANTS = [i for i, f in enumerate(fields(LeadState)) if "datetime" in st
 _SLA_INSTANTS = [
     i for i, name in enumerate(_SLA_NAMES) if "datetime" in str(SlaInstance.__annotations__[name])
 ]
-_TOUCHES, _SLA, _STAGE, _ATTRIBUTES = (
-    _LEAD_NAMES.index(name) for name in ("touches", "sla", "stage", "attributes")
+_TOUCHES, _SLA, _STAGE, _ATTRIBUTES, _SEEN = (
+    _LEAD_NAMES.index(name) for name in ("touches", "sla", "stage", "attributes", "seen")
 )
-_ANONYMOUS_TOUCHES = _ANONYMOUS_NAMES.index("touches")
+_ANONYMOUS_TOUCHES, _ANONYMOUS_SEEN = (_ANONYMOUS_NAMES.index(n) for n in ("touches", "seen"))
 _STATUS = _SLA_NAMES.index("status")
 _STAGES = {stage.value: stage for stage in Stage}
 _STATUSES = {status.value: status for status in SlaStatus}
@@ -58,11 +58,13 @@ def dumps(value: Any) -> bytes:
         if values[_STAGE] is not None:
             values[_STAGE] = values[_STAGE].value
         values[_ATTRIBUTES] = dict(values[_ATTRIBUTES])
+        values[_SEEN] = dict(values[_SEEN])
         _instants_to_int(values, _LEAD_INSTANTS)
         return _LEAD + pickle.dumps(values, protocol=5)
     if kind is AnonymousState:
         values = list(_anonymous_values(value))
         values[_ANONYMOUS_TOUCHES] = _touches_values(values[_ANONYMOUS_TOUCHES])
+        values[_ANONYMOUS_SEEN] = dict(values[_ANONYMOUS_SEEN])
         return _ANONYMOUS + pickle.dumps(values, protocol=5)
     return _OTHER + pickle.dumps(value, protocol=5)
 

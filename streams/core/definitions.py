@@ -80,6 +80,7 @@ class Definitions:
     attribution: AttributionSettings
     default_team_id: str
     correction_window_days: int
+    dedupe_retention_days: int = 30
     # derived once from the fields above, for the per-event SLA code
     sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
     correction_window: timedelta = field(init=False, repr=False, compare=False)
@@ -370,7 +371,10 @@ def _build(data: object) -> Definitions:
     if default_team not in teams:
         raise _fail("default_team", f"unknown team {default_team!r}")
     lifecycle = _map(
-        d.get("lifecycle", {}), "lifecycle", {"recycle_reasons", "correction_window_days"}, set()
+        d.get("lifecycle", {}),
+        "lifecycle",
+        {"recycle_reasons", "correction_window_days", "dedupe_retention_days"},
+        set(),
     )
     recycle = frozenset(_list(lifecycle.get("recycle_reasons", []), "lifecycle.recycle_reasons"))
     for i, reason in enumerate(sorted(recycle)):
@@ -414,5 +418,8 @@ def _build(data: object) -> Definitions:
         default_team_id=default_team,
         correction_window_days=_int(
             lifecycle.get("correction_window_days", 30), "lifecycle.correction_window_days", 1
+        ),
+        dedupe_retention_days=_int(
+            lifecycle.get("dedupe_retention_days", 30), "lifecycle.dedupe_retention_days", 1
         ),
     )

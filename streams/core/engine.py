@@ -25,7 +25,7 @@ from streams.core.identity import Absorb, Forget, Identify, Message, Stitch
 from streams.core.lifecycle import Signal, Stage, evolve
 from streams.core.records import LeadStateSnapshot, Record, Transition, record_id
 from streams.core.scoring import engagement_points, fit_points, is_mql
-from streams.core.state import LeadDraft, LeadState, Touch, touch_of
+from streams.core.state import LeadDraft, LeadState, Touch, remember, touch_of
 
 _SALES_SIGNALS = {
     EventType.LEAD_ACCEPTED: Signal.ACCEPTED,
@@ -77,14 +77,17 @@ def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     if event.event_id in state.seen:
         return Step(state, ignored="duplicate")
     draft = LeadDraft(state)
-    draft.seen = state.seen | {event.event_id}
+    at = event.occurred_at
+    clock = at if state.clock is None or at > state.clock else state.clock
+    draft.seen = remember(
+        state.seen, {event.event_id: at.toordinal()}, clock.toordinal(), defs.dedupe_retention_days
+    )
     if state.merged_into is not None:
         forward = event._replace(lead_id=state.merged_into)
         return Step(draft.freeze(), forwards=(forward,), ignored="merged")
     if state.erased:
         return Step(draft.freeze(), ignored="erased")
-    at = event.occurred_at
-    draft.clock = at if state.clock is None or at > state.clock else state.clock
+    draft.clock = clock
     changes = _Changes()
     _apply_event(draft, event, defs, changes)
     return Step(
@@ -325,13 +328,16 @@ def _changed(d: LeadDraft, force: bool = False) -> None:
 # --- identity steps -------------------------------------------------------------------------
 
 
-def _begin(state: LeadState | None, lead_id: str, key: str) -> tuple[LeadDraft, Step | None]:
+def _begin(
+    state: LeadState | None, lead_id: str, key: str, at: datetime, defs: Definitions
+) -> tuple[LeadDraft, Step | None]:
     """A draft for an identity message, or the Step to return at once (duplicate/erased)."""
     state = state or LeadState(lead_id)
     if key in state.seen:
         return LeadDraft(state), Step(state, ignored="duplicate")
     d = LeadDraft(state)
-    d.seen = d.seen | {key}
+    clock = at if d.clock is None or at > d.clock else d.clock
+    d.seen = remember(d.seen, {key: at.toordinal()}, clock.toordinal(), defs.dedupe_retention_days)
     if d.erased:
         return d, Step(d.freeze(), ignored="erased")
     return d, None
@@ -342,7 +348,8 @@ def _stitch(state: LeadState | None, message: Stitch, defs: Definitions) -> Step
         return Step(
             state, forwards=(replace(message, lead_id=state.merged_into),), ignored="merged"
         )
-    d, done = _begin(state, message.lead_id, f"stitch:{message.anonymous_id}:{message.event_id}")
+    key = f"stitch:{message.anonymous_id}:{message.event_id}"
+    d, done = _begin(state, message.lead_id, key, message.occurred_at, defs)
     if done is not None:
         return done
     ch = _Changes()
@@ -378,7 +385,7 @@ def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...]) -> None:
             adopted.append(touch._replace(seq=d.next_seq))
             d.next_seq += 1
     d.touches = (*d.touches, *adopted)
-    d.seen = d.seen | {t.event_id for t in adopted}
+    d.seen = {**d.seen, **{t.event_id: t.occurred_at.toordinal() for t in adopted}}
 
 
 def _merge_away(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
@@ -399,7 +406,8 @@ def _merge_away(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> 
 
 def _absorb(state: LeadState | None, message: Absorb, defs: Definitions) -> Step:
     dup = message.duplicate
-    d, done = _begin(state, message.survivor_id, f"absorb:{dup.lead_id}:{message.event_id}")
+    key = f"absorb:{dup.lead_id}:{message.event_id}"
+    d, done = _begin(state, message.survivor_id, key, message.occurred_at, defs)
     if done is not None:
         return done
     ch = _Changes()
@@ -410,7 +418,7 @@ def _absorb(state: LeadState | None, message: Absorb, defs: Definitions) -> Step
     d.team_id = d.team_id or dup.team_id
     d.source = d.source or dup.source
     d.created_at = min(filter(None, (d.created_at, dup.created_at)), default=None)
-    d.seen = d.seen | dup.seen
+    d.seen = {**dup.seen, **d.seen}
     _adopt_touches(d, dup.touches)
     if d.stage is None and dup.stage is not None:
         _move(d, Signal.KNOWN, message.event_id, at, None, defs, ch)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from streams.core.events import Event, EventType
-from streams.core.state import AnonymousState, LeadState, Touch, touch_of
+from streams.core.state import AnonymousState, LeadState, Touch, remember, touch_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +88,11 @@ def message_key(message: Message) -> str:
 
 
 def apply_anonymous(
-    state: AnonymousState | None, message: Message
+    state: AnonymousState | None, message: Message, dedupe_retention_days: int
 ) -> tuple[AnonymousState | None, tuple[Message, ...]]:
-    """Apply a message to an anonymous visitor's state; returns (state, forwarded messages)."""
+    """Apply a message to an anonymous visitor's state; returns (state, forwarded messages).
+
+    Event ids are remembered for `dedupe_retention_days` after the event (`state.remember`)."""
     if isinstance(message, Forget):
         return None, ()
     if isinstance(message, Identify):
@@ -115,7 +117,8 @@ def apply_anonymous(
         state = AnonymousState(message.anonymous_id)
     if message.event_id in state.seen:
         return state, ()
-    seen = state.seen | {message.event_id}
+    day = message.occurred_at.toordinal()
+    seen = remember(state.seen, {message.event_id: day}, day, dedupe_retention_days)
     if state.lead_id is not None:
         return replace(state, seen=seen), (message._replace(lead_id=state.lead_id),)
     touch = touch_of(message, state.next_seq)

@@ -15,6 +15,24 @@ from streams.core.sla import SlaInstance
 
 _EMPTY: Mapping[str, str | int | float] = MappingProxyType({})
 _NO_IDS: frozenset[str] = frozenset()
+_NOTHING_SEEN: Mapping[str, int] = MappingProxyType({})
+
+
+def remember(
+    seen: Mapping[str, int], ids: Mapping[str, int], today: int, retention_days: int
+) -> Mapping[str, int]:
+    """`seen` (message id → the day it occurred, `datetime.toordinal()` in UTC) with `ids`
+    added, forgetting ids that occurred more than `retention_days` before `today`
+    (`definitions.dedupe_retention_days`): a duplicate within the retention is always
+    recognised, and the set stays bounded for a lead that lives for years.
+
+    Ids are kept in arrival order, which is close to time order, so one look at the oldest
+    decides whether a full pass is worth it; a pass forgets every expired id."""
+    kept = {**seen, **ids}
+    horizon = today - retention_days
+    if seen and next(iter(seen.values())) < horizon:
+        kept = {key: day for key, day in kept.items() if day >= horizon}
+    return kept
 
 
 class Touch(NamedTuple):
@@ -65,7 +83,7 @@ class LeadState:
     opportunity_id: str | None = None
     opportunity_at: datetime | None = None
     sla: tuple[SlaInstance, ...] = ()
-    seen: frozenset[str] = field(default_factory=frozenset)
+    seen: Mapping[str, int] = field(default_factory=lambda: _NOTHING_SEEN)  # id → day (ordinal)
     anonymous_ids: frozenset[str] = _NO_IDS
     version: int = 0
     next_seq: int = 0
@@ -81,7 +99,7 @@ class AnonymousState:
     anonymous_id: str
     touches: tuple[Touch, ...] = ()
     lead_id: str | None = None
-    seen: frozenset[str] = field(default_factory=frozenset)
+    seen: Mapping[str, int] = field(default_factory=lambda: _NOTHING_SEEN)
     next_seq: int = 0
 
 
@@ -113,7 +131,7 @@ class LeadDraft:
         opportunity_id: str | None
         opportunity_at: datetime | None
         sla: tuple[SlaInstance, ...]
-        seen: frozenset[str]
+        seen: Mapping[str, int]
         anonymous_ids: frozenset[str]
         version: int
         next_seq: int

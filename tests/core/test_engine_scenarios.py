@@ -127,6 +127,23 @@ def test_duplicate_event_is_applied_once() -> None:
     assert s.replayer.stats.duplicates == 1
 
 
+def test_event_ids_are_remembered_for_the_dedupe_retention_then_forgotten() -> None:
+    """`lifecycle.dedupe_retention_days` (30 by default): within it a repeated event_id is
+    skipped however late it comes; ids older than that are forgotten (the state stays bounded)."""
+    s = new_lead(Scenario())  # e1, 2 March
+    demo_request(s, "2026-03-02T11:00:00+01:00")  # e2
+    page_view = dict(touch_type="page_view", channel="organic_search", lead_id="L1")
+    s.event("touch", "2026-03-31T09:00:00+02:00", event_id="late-march", **page_view)
+    s.event("touch", "2026-03-02T11:00:00+01:00", event_id="e2", **page_view)  # 29 days later
+    assert s.replayer.stats.duplicates == 1
+    assert {"e1", "e2", "late-march"} <= set(s.state().seen)
+    s.event("touch", "2026-04-02T09:00:00+02:00", event_id="april", **page_view)
+    assert set(s.state().seen) == {"late-march", "april"}  # 2 March is 31 days before
+    touches = len(s.state().touches)
+    s.event("touch", "2026-04-02T09:30:00+02:00", event_id="april", **page_view)
+    assert s.replayer.stats.duplicates == 2 and len(s.state().touches) == touches
+
+
 def test_slow_first_touch_warns_breaches_and_escalates_to_the_managers_manager() -> None:
     s = new_lead(Scenario())
     demo_request(s, "2026-03-02T11:00:00+01:00")  # Monday; 4 business hours → due 15:00 CET
