@@ -30,8 +30,9 @@ class Settings(BaseSettings):
     clickhouse_database: str = "leadflow"
     partitions: int = 4
     definitions: Path | None = None
-    input_format: Literal["avro", "json"] = "avro"
-    metrics_port: int = 9363
+    input_format: str = "avro"  # `avro`, `json`, or e.g. `avro,touches=json` (streams.topics)
+    metrics_port: int = 9363  # the ClickHouse sink's /metrics
+    worker_metrics_port: int = 9364  # the worker's /metrics (0: not served)
 
     @property
     def bootstrap(self) -> str:

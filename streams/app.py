@@ -13,7 +13,8 @@ import copyreg
 import io
 import logging
 import signal
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Any, Literal
@@ -85,7 +86,8 @@ class WorkerConfig:
     bootstrap: str
     partitions: int = 4
     clock: Literal["live", "event"] = "live"
-    input_format: Literal["avro", "json"] = "avro"
+    # each input topic's format, "avro" (Confluent framing) or "json"; unlisted: avro
+    input_formats: Mapping[str, str] = field(default_factory=dict)
     store: str = "memory://"
     fetch_max_wait_ms: int = 20
     app_id: str = "leadflow"
@@ -207,7 +209,7 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     pipeline = Pipeline(
         defs,
         config.clock,
-        config.input_format,
+        config.input_formats,
         config.partitions,
         name,
         {name: FaustTableStore(table) for name, table in tables.items()},

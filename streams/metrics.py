@@ -16,3 +16,34 @@ SINK_CLICKHOUSE_UP = Gauge(
     "leadflow_sink_clickhouse_up", "1 when the last insert succeeded, 0 while retrying"
 )
 SINK_FLUSH_SECONDS = Histogram("leadflow_sink_flush_seconds", "Time to insert one batch")
+
+# The worker (`leadflow worker`, served on LEADFLOW_WORKER_METRICS_PORT). After a restart,
+# re-applied input counts again (re-applied events are mostly `duplicate`).
+WORKER_INPUT = Counter(
+    "leadflow_worker_input_records_total",
+    "Input records taken from Kafka, by outcome (applied or dead_letter)",
+    ["outcome"],
+)
+WORKER_DUPLICATES = Counter(
+    "leadflow_worker_duplicates_total",
+    "Messages skipped because their event_id was already applied (within the dedupe retention)",
+)
+WORKER_IGNORED = Counter(
+    "leadflow_worker_ignored_total",
+    "Messages that changed nothing for another reason (illegal move, erased lead, ...)",
+    ["reason"],
+)
+WORKER_DEAD_LETTERS = Counter(
+    "leadflow_worker_dead_letters_total", "Records sent to the dead-letter topic", ["error_class"]
+)
+WORKER_OUTPUT = Counter(
+    "leadflow_worker_output_records_total", "Records sent to the output topics", ["topic"]
+)
+WORKER_BATCH_SECONDS = Histogram(
+    "leadflow_worker_batch_seconds",
+    "Time to apply one batch of input records and have its outputs and state acknowledged",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+WORKER_SLA_DEADLINES = Gauge(
+    "leadflow_worker_sla_deadlines", "Leads owned by this worker with a pending SLA deadline"
+)

@@ -42,8 +42,9 @@ import asyncio
 import hashlib
 import logging
 import pickle
+import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol
@@ -52,7 +53,7 @@ import orjson
 
 from schemas.registry import SchemaError
 from schemas.serde import decode_event, encode_record
-from streams import table_codec, topics
+from streams import metrics, table_codec, topics
 from streams.core import engine, sla
 from streams.core.definitions import Definitions
 from streams.core.errors import InvalidEvent
@@ -225,10 +226,11 @@ def table_digest(items: Iterable[tuple[bytes, bytes | None]]) -> str:
 
 
 def decode_input(value: bytes, fmt: str) -> Event:
-    """Input bytes (framed Avro, or canonical JSON) → validated Event; InvalidEvent/SchemaError."""
+    """Input bytes in the topic's format, "avro" (Confluent framing) or "json" → validated Event;
+    InvalidEvent/SchemaError."""
     if len(value) > MAX_EVENT_BYTES:
         raise InvalidEvent(f"event: larger than {MAX_EVENT_BYTES} bytes")
-    if fmt == "json" or value[:1] == b"{":
+    if fmt == "json":
         try:
             obj = orjson.loads(value)
         except orjson.JSONDecodeError:
@@ -251,7 +253,7 @@ class Pipeline:
         self,
         defs: Definitions,
         clock: Literal["live", "event"],
-        input_format: str,
+        input_formats: Mapping[str, str],
         partitions: int,
         topic_name: Callable[[str], str],
         tables: dict[str, TableStore],
@@ -261,7 +263,8 @@ class Pipeline:
     ) -> None:
         self.defs = defs
         self.clock = clock
-        self.input_format = input_format
+        self.input_formats = input_formats  # input topic (unprefixed) → "avro" or "json"
+        self._formats: dict[str, str] = {}  # by prefixed topic name
         self._partitions = partitions
         self._name = topic_name
         self._tables = tables
@@ -296,13 +299,16 @@ class Pipeline:
         self._watch_assignment()
         await self._fence_new_partitions()
         self._load_deadlines()
+        started = time.perf_counter()
         batch = _Batch()
+        dead_letters = 0
         for event in events:
             message = event.message
             try:
-                decoded = decode_input(message.value or b"", self.input_format)
+                decoded = decode_input(message.value or b"", self._format_of(message.topic))
             except (InvalidEvent, SchemaError) as exc:
                 self._dead_letter(batch, message, str(exc), exc)
+                dead_letters += 1
                 continue
             if self.clock == "event":
                 before = topics.producer_clock(message.headers)
@@ -318,12 +324,18 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
                 log.exception("event %s could not be applied", decoded.event_id)
                 self._dead_letter(batch, message, f"not applied: {type(exc).__name__}: {exc}", exc)
+                dead_letters += 1
                 continue
             for key, parked in self._parked.pop(self._cause, ()):
                 self._internal(key, parked, batch)  # its cause is applied again: now it may go
             if self.clock == "event":  # as replay: the event, then what fell due by its time
                 batch = await self._fire_due(batch)
         await self._flush(batch)
+        metrics.WORKER_INPUT.labels("applied").inc(len(events) - dead_letters)
+        if dead_letters:
+            metrics.WORKER_INPUT.labels("dead_letter").inc(dead_letters)
+        metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
+        metrics.WORKER_SLA_DEADLINES.set(len(self._deadlines))
 
     async def _fire_due(self, batch: _Batch) -> _Batch:
         """Backfill: tick what fell due by the watermark and close ended weeks; if that (or the
@@ -446,6 +458,8 @@ class Pipeline:
             return
         state = self._read(LEAD_TABLE, key, batch)
         step = engine.apply(state, message, self.defs)
+        if step.ignored is not None:
+            _count_ignored(step.ignored)
         self._save_lead(key, state, step, partition, batch)
         self._forward(step.forwards, batch)
 
@@ -583,7 +597,15 @@ class Pipeline:
         if partition in self._assignment:  # this process applies it: backfill waits for it
             batch.internal.append(partition)
 
+    def _format_of(self, topic: str) -> str:
+        fmt = self._formats.get(topic)
+        if fmt is None:  # topics are few: the prefixed name's format is looked up once
+            base = topic.removeprefix(self._name(""))
+            fmt = self._formats[topic] = self.input_formats.get(base, "avro")
+        return fmt
+
     def _dead_letter(self, batch: _Batch, message: Any, reason: str, exc: BaseException) -> None:
+        metrics.WORKER_DEAD_LETTERS.labels(type(exc).__name__).inc()
         headers = [
             ("reason", reason[:500].encode()),
             ("error_class", type(exc).__name__.encode()),
@@ -604,6 +626,7 @@ class Pipeline:
                 batch.sends.append((self._name(topics.LEAD_STATE), key, value, None, None))
         for partition in batch.internal:
             self.in_flight.sent(partition)
+        _count_outputs(batch.sends, self._name(topics.LEAD_EVENTS))
         await self._send_all(batch.sends)
         if not batch.writes:
             return
@@ -623,3 +646,22 @@ class Pipeline:
         by_topic = {store.changelog_topic: store for store in self._tables.values()}
         for (topic, partition), offset in written.items():
             by_topic[topic].persisted(partition, offset)
+
+
+def _count_ignored(why: str) -> None:
+    """As replay counts them: duplicates, and other reasons (a forward to a merge survivor is
+    not counted: the survivor applies it)."""
+    if why == "duplicate":
+        metrics.WORKER_DUPLICATES.inc()
+    elif why != "merged":
+        metrics.WORKER_IGNORED.labels(why.split(":")[0]).inc()
+
+
+def _count_outputs(sends: Sequence[Outgoing], internal_topic: str) -> None:
+    counts: dict[str, int] = {}
+    for outgoing in sends:
+        topic = outgoing[0]
+        counts[topic] = counts.get(topic, 0) + 1
+    for topic, count in counts.items():
+        if topic != internal_topic:
+            metrics.WORKER_OUTPUT.labels(topic).inc(count)

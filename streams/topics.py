@@ -17,6 +17,28 @@ LEAD_STATE = "leadflow.lead-state"
 DLQ = "leadflow.dlq"
 
 INPUT_TOPICS = (TOUCHES, ACTIVITIES, LEADS)
+INPUT_FORMATS = ("avro", "json")
+
+
+def input_formats(spec: str) -> dict[str, str]:
+    """Each input topic's format from `--input-format`: `avro` or `json` for all, or a default
+    then per-topic overrides by short or full name, e.g. `avro,touches=json`. ValueError names
+    the part that is wrong."""
+    parts = [part.strip() for part in spec.split(",") if part.strip()]
+    if not parts or parts[0] not in INPUT_FORMATS:
+        raise ValueError(f"{spec!r}: must start with avro or json (the default of every topic)")
+    formats = dict.fromkeys(INPUT_TOPICS, parts[0])
+    short = {name.removeprefix("leadflow."): name for name in INPUT_TOPICS}
+    for part in parts[1:]:
+        topic, _, fmt = part.partition("=")
+        name = short.get(topic.strip(), topic.strip())
+        if name not in formats or fmt.strip() not in INPUT_FORMATS:
+            raise ValueError(
+                f"{part!r}: expected <topic>=avro|json with a topic of {sorted(short)}"
+            )
+        formats[name] = fmt.strip()
+    return formats
+
 
 # Record header with the produce order across the input topics (see streams/ordering.py).
 SEQ_HEADER = "leadflow-seq"

@@ -56,9 +56,10 @@ def test_ports_agree_with_the_settings() -> None:
         if "LEADFLOW_CLICKHOUSE_PORT" in env:
             assert env["LEADFLOW_CLICKHOUSE_PORT"] in clickhouse_ports
             assert env["LEADFLOW_CLICKHOUSE_HTTP_PORT"] in clickhouse_ports
-        metrics = env.get("LEADFLOW_METRICS_PORT")
-        if metrics and "ports" in SERVICES[name]:
-            assert any(p.endswith(f":{metrics}") for p in SERVICES[name]["ports"]), name
+        served = {"worker": "LEADFLOW_WORKER_METRICS_PORT", "sink": "LEADFLOW_METRICS_PORT"}
+        if name in served:  # each publishes the /metrics port it serves
+            port = env[served[name]]
+            assert any(p.endswith(f":{port}") for p in SERVICES[name]["ports"]), name
         Settings(
             **{
                 k.removeprefix("LEADFLOW_").lower(): v
@@ -70,7 +71,7 @@ def test_ports_agree_with_the_settings() -> None:
     targets = {
         t for job in scrape["scrape_configs"] for c in job["static_configs"] for t in c["targets"]
     }
-    assert targets == {"worker:9363", "sink:9364"}
+    assert targets == {"worker:9364", "sink:9363"}
 
 
 def test_grafana_datasource_uses_the_read_only_user() -> None:

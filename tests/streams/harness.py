@@ -29,7 +29,10 @@ def start_worker(
         "LEADFLOW_STATE_DIR": str(state_dir),
     }
     command = [sys.executable, "-m", "leadflow", "worker", "--clock", "event"]
-    command += ["--topic-prefix", prefix, "--app-id", app_id, "--log-level", "info", *extra]
+    command += ["--topic-prefix", prefix, "--app-id", app_id, "--log-level", "info"]
+    if "--metrics-port" not in extra:
+        command += ["--metrics-port", "0"]  # several workers run at once
+    command += extra
     state_dir.mkdir(parents=True, exist_ok=True)
     log = state_dir / f"worker-{app_id}-{time.monotonic_ns()}.log"  # kept for a failing test
     with open(log, "wb") as stderr:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from leadflow.kafka_admin import create_topics
 from leadflow.producer import produce_file
@@ -23,7 +25,8 @@ from leadflow.settings import Settings
 from schemas.serde import decode_record
 from streams import topics
 from streams.definitions_file import load_definitions
-from streams.replay import replay_file
+from streams.replay import ReplayStats, replay_file
+from tests.conftest import free_port
 from tests.streams.harness import read_topic, start_worker, stop
 
 
@@ -40,32 +43,77 @@ def _latest(records: list[dict[str, Any]], key: str, order: str) -> dict[str, di
     return latest
 
 
+Metrics = dict[tuple[str, tuple[tuple[str, str], ...]], float]
+
+
+def _scrape(port: int) -> Metrics:
+    """The worker's Prometheus samples: (name, sorted labels) → value."""
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 @pytest.fixture(scope="module")
-def worker_outputs(
+def worker_run(
     stack: Settings, generated_events: Path, tmp_path_factory: pytest.TempPathFactory
-) -> dict[str, list[dict[str, Any]]]:
-    """Publish the dataset, run the worker (event clock) until its outputs go quiet."""
+) -> tuple[str, dict[str, list[dict[str, Any]]], Metrics]:
+    """Publish the dataset, run the worker (event clock) until its outputs go quiet; the topic
+    prefix, the decoded outputs and the worker's metrics then."""
     tmp_path = tmp_path_factory.mktemp("equal")
     prefix = f"eq{os.getpid()}."
     create_topics(stack.bootstrap, stack.partitions, prefix)
     asyncio.run(produce_file(generated_events, stack.bootstrap, "avro", topic_prefix=prefix))
-    worker = start_worker(stack, prefix, f"eq{os.getpid()}", tmp_path)
+    port = free_port()
+    worker = start_worker(stack, prefix, f"eq{os.getpid()}", tmp_path, "--metrics-port", str(port))
     try:
         outputs = {}
         for topic in topics.OUTPUT_TOPICS:
             records = read_topic(stack.bootstrap, prefix + topic, idle_s=4.0, deadline_s=60)
             outputs[topic] = [decode_record(r.value) for r in records]
         assert worker.poll() is None, "the worker died"
+        metrics = _scrape(port)
     finally:
         stop(worker)
-    return outputs
+    return prefix, outputs, metrics
 
 
 @pytest.fixture(scope="module")
-def replayed(generated_events: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def worker_outputs(
+    worker_run: tuple[str, dict[str, list[dict[str, Any]]], Metrics],
+) -> dict[str, list[dict[str, Any]]]:
+    return worker_run[1]
+
+
+@pytest.fixture(scope="module")
+def replay_run(
+    generated_events: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, ReplayStats]:
     out = tmp_path_factory.mktemp("replay")
-    replay_file(generated_events, out, load_definitions())
-    return out
+    return out, replay_file(generated_events, out, load_definitions())
+
+
+@pytest.fixture(scope="module")
+def replayed(replay_run: tuple[Path, ReplayStats]) -> Path:
+    return replay_run[0]
+
+
+def test_the_worker_counts_what_replay_counts(
+    worker_run: tuple[str, dict[str, list[dict[str, Any]]], Metrics],
+    replay_run: tuple[Path, ReplayStats],
+) -> None:
+    """Its /metrics: every event applied, duplicates skipped, each output record sent."""
+    prefix, outputs, metrics = worker_run
+    stats = replay_run[1]
+    assert metrics[("leadflow_worker_input_records_total", (("outcome", "applied"),))] == (
+        stats.events
+    )
+    assert metrics[("leadflow_worker_duplicates_total", ())] == stats.duplicates > 0
+    for topic in (topics.TRANSITIONS, topics.SLA, topics.ATTRIBUTION, topics.LEAD_STATE):
+        key = ("leadflow_worker_output_records_total", (("topic", prefix + topic),))
+        assert metrics[key] == len(outputs[topic]), topic
 
 
 def _diff(name: str, want: set[Any], got: set[Any]) -> str:
