@@ -80,7 +80,7 @@ def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     at = event.occurred_at
     clock = at if state.clock is None or at > state.clock else state.clock
     draft.seen = remember(
-        state.seen, {event.event_id: at.toordinal()}, clock.toordinal(), defs.dedupe_retention_days
+        state.seen, event.event_id, at.toordinal(), clock.toordinal(), defs.dedupe_retention_days
     )
     if state.merged_into is not None:
         forward = event._replace(lead_id=state.merged_into)
@@ -337,7 +337,7 @@ def _begin(
         return LeadDraft(state), Step(state, ignored="duplicate")
     d = LeadDraft(state)
     clock = at if d.clock is None or at > d.clock else d.clock
-    d.seen = remember(d.seen, {key: at.toordinal()}, clock.toordinal(), defs.dedupe_retention_days)
+    d.seen = remember(d.seen, key, at.toordinal(), clock.toordinal(), defs.dedupe_retention_days)
     if d.erased:
         return d, Step(d.freeze(), ignored="erased")
     return d, None

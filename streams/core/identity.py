@@ -118,7 +118,7 @@ def apply_anonymous(
     if message.event_id in state.seen:
         return state, ()
     day = message.occurred_at.toordinal()
-    seen = remember(state.seen, {message.event_id: day}, day, dedupe_retention_days)
+    seen = remember(state.seen, message.event_id, day, day, dedupe_retention_days)
     if state.lead_id is not None:
         return replace(state, seen=seen), (message._replace(lead_id=state.lead_id),)
     touch = touch_of(message, state.next_seq)

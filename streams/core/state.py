@@ -19,19 +19,22 @@ _NOTHING_SEEN: Mapping[str, int] = MappingProxyType({})
 
 
 def remember(
-    seen: Mapping[str, int], ids: Mapping[str, int], today: int, retention_days: int
+    seen: Mapping[str, int], key: str, day: int, today: int, retention_days: int
 ) -> Mapping[str, int]:
-    """`seen` (message id → the day it occurred, `datetime.toordinal()` in UTC) with `ids`
-    added, forgetting ids that occurred more than `retention_days` before `today`
+    """`seen` (message id → the day it occurred, `datetime.toordinal()` in UTC) with `key`
+    (of `day`) added, forgetting ids that occurred more than `retention_days` before `today`
     (`definitions.dedupe_retention_days`): a duplicate within the retention is always
     recognised, and the set stays bounded for a lead that lives for years.
 
     Ids are kept in arrival order, which is close to time order, so one look at the oldest
     decides whether a full pass is worth it; a pass forgets every expired id."""
-    kept = {**seen, **ids}
+    kept = dict(seen)
+    kept[key] = day
     horizon = today - retention_days
-    if seen and next(iter(seen.values())) < horizon:
-        kept = {key: day for key, day in kept.items() if day >= horizon}
+    for oldest in seen.values():
+        if oldest < horizon:
+            kept = {id_: at for id_, at in kept.items() if at >= horizon}
+        break
     return kept
 
 
