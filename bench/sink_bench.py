@@ -25,8 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import orjson  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
-from leadflow.settings import Settings  # noqa: E402
-from leadflow.stack import EmbeddedStack  # noqa: E402
+from leadflow.stack import EmbeddedStack, private_stack  # noqa: E402
 from schemas.serde import decode_record, encode_record  # noqa: E402
 from sinks.clickhouse import tables  # noqa: E402
 from sinks.clickhouse.backend import ServerBackend  # noqa: E402
@@ -45,14 +44,6 @@ KIND = {
     tables.LEAD_STATE: "lead_state",
     tables.DEAD_LETTERS: "dead_letter",
 }
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _records(leads: int, work: Path) -> dict[str, list[dict[str, object]]]:
@@ -194,15 +185,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        settings = Settings(
-            state_dir=work / "stack",
-            kafka_port=_free_port(),
-            clickhouse_port=_free_port(),
-            clickhouse_http_port=_free_port(),
-        )
-        stack = EmbeddedStack(settings)
-        stack.up()
-        try:
+        with private_stack(work / "stack") as stack:
+            settings = stack.settings
             records = _records(args.leads, work)
             total = sum(len(v) for v in records.values())
             raw_db = ServerBackend("127.0.0.1", settings.clickhouse_port, "bench_raw")
@@ -231,8 +215,6 @@ def main() -> None:
             held, rss_before, rss_peak, drained = asyncio.run(
                 _outage(stack, outage_db, settings.bootstrap, records, batch_rows=10_000)
             )
-        finally:
-            stack.down()
     floor = min(insert_rate, consume_rate)
     print(f"rows: {total:,} ({', '.join(f'{t} {len(r):,}' for t, r in records.items())})")
     print(f"(a) raw clickhouse-driver insert, 100k batches : {insert_rate:>10,.0f} rows/s")

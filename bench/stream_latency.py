@@ -15,7 +15,6 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,18 +29,11 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer  # noqa: E402
 
 from leadflow.kafka_admin import create_topics  # noqa: E402
 from leadflow.producer import encode_line  # noqa: E402
-from leadflow.settings import Settings  # noqa: E402
-from leadflow.stack import EmbeddedStack  # noqa: E402
+from leadflow.stack import private_stack  # noqa: E402
 from streams.definitions_file import load_definitions  # noqa: E402
 from streams.generate import generate  # noqa: E402
 
 WORKER_ARGS: list[str] = os.environ.get("LEADFLOW_BENCH_WORKER_ARGS", "").split()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def _run(
@@ -153,15 +145,8 @@ def main() -> None:
     generate(load_definitions(), buffer, leads=3000, days=30, seed=9, start=date(2026, 1, 5))
     lines = [line for line in buffer.getvalue().splitlines() if b'"lead_id"' in line]
     with tempfile.TemporaryDirectory() as tmp:
-        settings = Settings(
-            state_dir=Path(tmp),
-            kafka_port=_free_port(),
-            clickhouse_port=_free_port(),
-            clickhouse_http_port=_free_port(),
-        )
-        stack = EmbeddedStack(settings)
-        stack.up()
-        try:
+        with private_stack(Path(tmp)) as stack:
+            settings = stack.settings
             create_topics(settings.bootstrap, settings.partitions)
             env = {
                 **os.environ,
@@ -199,8 +184,6 @@ def main() -> None:
             finally:
                 os.killpg(worker.pid, signal.SIGTERM)
                 worker.wait(timeout=30)
-        finally:
-            stack.down()
 
 
 if __name__ == "__main__":

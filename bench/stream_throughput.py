@@ -18,7 +18,6 @@ import asyncio
 import io
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ from aiokafka.structs import TopicPartition  # noqa: E402
 from leadflow.kafka_admin import create_topics  # noqa: E402
 from leadflow.producer import produce_file  # noqa: E402
 from leadflow.settings import Settings  # noqa: E402
-from leadflow.stack import EmbeddedStack  # noqa: E402
+from leadflow.stack import private_stack  # noqa: E402
 from schemas.serde import decode_event  # noqa: E402
 from streams.definitions_file import load_definitions  # noqa: E402
 from streams.generate import generate  # noqa: E402
@@ -94,12 +93,6 @@ if __name__ == "__main__":
     sys.argv = [sys.argv[0], "worker", "--loglevel", "warn", "--without-web"]
     app.main()
 '''
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _tail(log: Path) -> str:
@@ -319,15 +312,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         events = _generate(work, args.leads, args.seed)
-        settings = Settings(
-            state_dir=work / "state",
-            kafka_port=_free_port(),
-            clickhouse_port=_free_port(),
-            clickhouse_http_port=_free_port(),
-        )
-        stack = EmbeddedStack(settings)
-        stack.up()
-        try:
+        with private_stack(work / "state") as stack:
+            settings = stack.settings
             create_topics(settings.bootstrap, settings.partitions)
             report = asyncio.run(produce_file(events, settings.bootstrap, "avro"))
             sent = report.sent
@@ -343,8 +329,6 @@ def main() -> None:
             worker = _worker(settings, work / "worker-state", sent, args.clock)
             print(f"(c) leadflow worker --clock {args.clock}")
             _report(sent, raw_rate, faust, worker)
-        finally:
-            stack.down()
 
 
 if __name__ == "__main__":

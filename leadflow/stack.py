@@ -10,7 +10,8 @@ import struct
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -469,3 +470,29 @@ def _flag(component: _Component, port: int, settings: Settings) -> str:
     if component.name.startswith("kafka"):
         return "kafka-port"
     return "clickhouse-port" if port == settings.clickhouse_port else "clickhouse-http-port"
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def private_stack(state_dir: Path) -> Iterator[EmbeddedStack]:
+    """A throwaway embedded stack on free loopback ports (benchmarks, tests), stopped on exit;
+    its `settings` point at it."""
+    stack = EmbeddedStack(
+        Settings(
+            state_dir=state_dir,
+            kafka_port=free_port(),
+            clickhouse_port=free_port(),
+            clickhouse_http_port=free_port(),
+        )
+    )
+    stack.up()
+    try:
+        yield stack
+    finally:
+        stack.down()

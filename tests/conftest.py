@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,17 +10,10 @@ from pathlib import Path
 import pytest
 
 from leadflow.settings import Settings
-from leadflow.stack import EmbeddedStack
+from leadflow.stack import EmbeddedStack, private_stack
 
 # Faust/aiokafka consumer settings that make a group join in seconds on Tansu (INFRA.md).
 CONSUMER_SETTINGS = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -32,19 +24,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     if EmbeddedStack(configured).healthy():
         yield configured
         return
-    state = tmp_path_factory.mktemp("stack")
-    private = Settings(
-        state_dir=state,
-        kafka_port=free_port(),
-        clickhouse_port=free_port(),
-        clickhouse_http_port=free_port(),
-    )
-    embedded = EmbeddedStack(private)
-    embedded.up()
-    try:
-        yield private
-    finally:
-        embedded.down()
+    with private_stack(tmp_path_factory.mktemp("stack")) as private:
+        yield private.settings
 
 
 @pytest.fixture(scope="session")

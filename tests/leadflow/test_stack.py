@@ -11,8 +11,7 @@ from pathlib import Path
 import pytest
 
 from leadflow.settings import Settings
-from leadflow.stack import EmbeddedStack, PortTaken, clickhouse_ok, kafka_metadata_ok
-from tests.conftest import free_port
+from leadflow.stack import EmbeddedStack, PortTaken, clickhouse_ok, free_port, kafka_metadata_ok
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -10,14 +10,13 @@ from pathlib import Path
 from aiokafka import AIOKafkaProducer
 
 from leadflow.settings import Settings
-from leadflow.stack import EmbeddedStack
+from leadflow.stack import EmbeddedStack, free_port
 from schemas.serde import encode_record
 from sinks.clickhouse import tables
 from sinks.clickhouse.backend import ServerBackend
 from sinks.clickhouse.migrate import migrate
 from sinks.clickhouse.sink import ClickHouseSink, SinkConfig, make_consumer
 from sinks.clickhouse.writer import REPLAY_FILES
-from tests.conftest import free_port
 
 KIND_OF_TABLE = {
     tables.TRANSITIONS: "transition",

@@ -22,11 +22,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from leadflow.kafka_admin import create_topics
 from leadflow.producer import produce_file
 from leadflow.settings import Settings
+from leadflow.stack import free_port
 from schemas.serde import decode_record
 from streams import topics
 from streams.definitions_file import load_definitions
 from streams.replay import ReplayStats, replay_file
-from tests.conftest import free_port
 from tests.streams.harness import read_topic, start_worker, stop
 
 
