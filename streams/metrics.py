@@ -26,7 +26,7 @@ WORKER_INPUT = Counter(
 )
 WORKER_DUPLICATES = Counter(
     "leadflow_worker_duplicates_total",
-    "Messages skipped because their event_id was already applied (within the dedupe retention)",
+    "Messages skipped because their event_id was already applied (among the last ids kept)",
 )
 WORKER_IGNORED = Counter(
     "leadflow_worker_ignored_total",

@@ -451,7 +451,7 @@ class Pipeline:
         key = message_key(message).encode()
         if is_anonymous_message(message):
             anonymous, forwards = apply_anonymous(
-                self._read(ANONYMOUS_TABLE, key, batch), message, self.defs.dedupe_retention_days
+                self._read(ANONYMOUS_TABLE, key, batch), message, self.defs.dedupe_ids_per_lead
             )
             batch.writes[(ANONYMOUS_TABLE, key)] = (partition, anonymous)
             self._forward(forwards, batch)

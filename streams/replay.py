@@ -121,7 +121,7 @@ class Replayer:
         if is_anonymous_message(message):
             key = message.anonymous_id  # type: ignore[union-attr]
             anonymous, forwards = apply_anonymous(
-                self.anonymous.get(key), message, self.defs.dedupe_retention_days
+                self.anonymous.get(key), message, self.defs.dedupe_ids_per_lead
             )
             if anonymous is None:
                 self.anonymous.pop(key, None)

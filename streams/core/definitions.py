@@ -80,7 +80,7 @@ class Definitions:
     attribution: AttributionSettings
     default_team_id: str
     correction_window_days: int
-    dedupe_retention_days: int = 30
+    dedupe_ids_per_lead: int = 1000
     # derived once from the fields above, for the per-event SLA code
     sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
     correction_window: timedelta = field(init=False, repr=False, compare=False)
@@ -373,7 +373,7 @@ def _build(data: object) -> Definitions:
     lifecycle = _map(
         d.get("lifecycle", {}),
         "lifecycle",
-        {"recycle_reasons", "correction_window_days", "dedupe_retention_days"},
+        {"recycle_reasons", "correction_window_days", "dedupe_ids_per_lead"},
         set(),
     )
     recycle = frozenset(_list(lifecycle.get("recycle_reasons", []), "lifecycle.recycle_reasons"))
@@ -419,7 +419,7 @@ def _build(data: object) -> Definitions:
         correction_window_days=_int(
             lifecycle.get("correction_window_days", 30), "lifecycle.correction_window_days", 1
         ),
-        dedupe_retention_days=_int(
-            lifecycle.get("dedupe_retention_days", 30), "lifecycle.dedupe_retention_days", 1
+        dedupe_ids_per_lead=_int(
+            lifecycle.get("dedupe_ids_per_lead", 1000), "lifecycle.dedupe_ids_per_lead", 1
         ),
     )

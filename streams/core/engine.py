@@ -79,9 +79,7 @@ def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     draft = LeadDraft(state)
     at = event.occurred_at
     clock = at if state.clock is None or at > state.clock else state.clock
-    draft.seen = remember(
-        state.seen, event.event_id, at.toordinal(), clock.toordinal(), defs.dedupe_retention_days
-    )
+    draft.seen = remember(state.seen, event.event_id, defs.dedupe_ids_per_lead)
     if state.merged_into is not None:
         forward = event._replace(lead_id=state.merged_into)
         return Step(draft.freeze(), forwards=(forward,), ignored="merged")
@@ -336,8 +334,7 @@ def _begin(
     if key in state.seen:
         return LeadDraft(state), Step(state, ignored="duplicate")
     d = LeadDraft(state)
-    clock = at if d.clock is None or at > d.clock else d.clock
-    d.seen = remember(d.seen, key, at.toordinal(), clock.toordinal(), defs.dedupe_retention_days)
+    d.seen = remember(d.seen, key, defs.dedupe_ids_per_lead)
     if d.erased:
         return d, Step(d.freeze(), ignored="erased")
     return d, None
@@ -353,7 +350,7 @@ def _stitch(state: LeadState | None, message: Stitch, defs: Definitions) -> Step
     if done is not None:
         return done
     ch = _Changes()
-    _adopt_touches(d, message.touches)
+    _adopt_touches(d, message.touches, defs)
     _settle(d, message.event_id, message.occurred_at, defs, ch, attributes_changed=False)
     return Step(d.freeze(), tuple(ch.outputs))
 
@@ -377,7 +374,7 @@ def _settle(
     _changed(d)
 
 
-def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...]) -> None:
+def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...], defs: Definitions) -> None:
     known = {t.event_id for t in d.touches}
     adopted = []
     for touch in sorted(touches, key=lambda t: (t.occurred_at, t.seq)):
@@ -385,7 +382,8 @@ def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...]) -> None:
             adopted.append(touch._replace(seq=d.next_seq))
             d.next_seq += 1
     d.touches = (*d.touches, *adopted)
-    d.seen = {**d.seen, **{t.event_id: t.occurred_at.toordinal() for t in adopted}}
+    for touch in adopted:
+        d.seen = remember(d.seen, touch.event_id, defs.dedupe_ids_per_lead)
 
 
 def _merge_away(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
@@ -418,8 +416,9 @@ def _absorb(state: LeadState | None, message: Absorb, defs: Definitions) -> Step
     d.team_id = d.team_id or dup.team_id
     d.source = d.source or dup.source
     d.created_at = min(filter(None, (d.created_at, dup.created_at)), default=None)
-    d.seen = {**dup.seen, **d.seen}
-    _adopt_touches(d, dup.touches)
+    for key in dup.seen:
+        d.seen = remember(d.seen, key, defs.dedupe_ids_per_lead)
+    _adopt_touches(d, dup.touches, defs)
     if d.stage is None and dup.stage is not None:
         _move(d, Signal.KNOWN, message.event_id, at, None, defs, ch)
     _settle(d, message.event_id, at, defs, ch, attributes_changed=True)

@@ -88,11 +88,11 @@ def message_key(message: Message) -> str:
 
 
 def apply_anonymous(
-    state: AnonymousState | None, message: Message, dedupe_retention_days: int
+    state: AnonymousState | None, message: Message, dedupe_ids: int
 ) -> tuple[AnonymousState | None, tuple[Message, ...]]:
     """Apply a message to an anonymous visitor's state; returns (state, forwarded messages).
 
-    Event ids are remembered for `dedupe_retention_days` after the event (`state.remember`)."""
+    The latest `dedupe_ids` event ids are remembered (`state.remember`)."""
     if isinstance(message, Forget):
         return None, ()
     if isinstance(message, Identify):
@@ -117,8 +117,7 @@ def apply_anonymous(
         state = AnonymousState(message.anonymous_id)
     if message.event_id in state.seen:
         return state, ()
-    day = message.occurred_at.toordinal()
-    seen = remember(state.seen, message.event_id, day, day, dedupe_retention_days)
+    seen = remember(state.seen, message.event_id, dedupe_ids)
     if state.lead_id is not None:
         return replace(state, seen=seen), (message._replace(lead_id=state.lead_id),)
     touch = touch_of(message, state.next_seq)

@@ -15,26 +15,21 @@ from streams.core.sla import SlaInstance
 
 _EMPTY: Mapping[str, str | int | float] = MappingProxyType({})
 _NO_IDS: frozenset[str] = frozenset()
-_NOTHING_SEEN: Mapping[str, int] = MappingProxyType({})
+_NOTHING_SEEN: Mapping[str, None] = MappingProxyType({})
 
 
-def remember(
-    seen: Mapping[str, int], key: str, day: int, today: int, retention_days: int
-) -> Mapping[str, int]:
-    """`seen` (message id → the day it occurred, `datetime.toordinal()` in UTC) with `key`
-    (of `day`) added, forgetting ids that occurred more than `retention_days` before `today`
-    (`definitions.dedupe_retention_days`): a duplicate within the retention is always
-    recognised, and the set stays bounded for a lead that lives for years.
+def remember(seen: Mapping[str, None], key: str, limit: int) -> Mapping[str, None]:
+    """`seen` (the ids of the messages a key applied, oldest first) with `key` added, keeping
+    the latest `limit` (`definitions.dedupe_ids_per_lead`): a repeated id among them is
+    recognised however late it comes, and the state of a key with endless touches stays
+    bounded.
 
-    Ids are kept in arrival order, which is close to time order, so one look at the oldest
-    decides whether a full pass is worth it; a pass forgets every expired id."""
+    Kept by count, not by time: after a crash the worker re-applies everything since its last
+    commit, which in a backfill can span months of event time in a few seconds."""
     kept = dict(seen)
-    kept[key] = day
-    horizon = today - retention_days
-    for oldest in seen.values():
-        if oldest < horizon:
-            kept = {id_: at for id_, at in kept.items() if at >= horizon}
-        break
+    kept[key] = None
+    if len(kept) > limit:
+        del kept[next(iter(kept))]
     return kept
 
 
@@ -86,7 +81,7 @@ class LeadState:
     opportunity_id: str | None = None
     opportunity_at: datetime | None = None
     sla: tuple[SlaInstance, ...] = ()
-    seen: Mapping[str, int] = field(default_factory=lambda: _NOTHING_SEEN)  # id → day (ordinal)
+    seen: Mapping[str, None] = field(default_factory=lambda: _NOTHING_SEEN)  # ids, oldest first
     anonymous_ids: frozenset[str] = _NO_IDS
     version: int = 0
     next_seq: int = 0
@@ -102,7 +97,7 @@ class AnonymousState:
     anonymous_id: str
     touches: tuple[Touch, ...] = ()
     lead_id: str | None = None
-    seen: Mapping[str, int] = field(default_factory=lambda: _NOTHING_SEEN)
+    seen: Mapping[str, None] = field(default_factory=lambda: _NOTHING_SEEN)
     next_seq: int = 0
 
 
@@ -134,7 +129,7 @@ class LeadDraft:
         opportunity_id: str | None
         opportunity_at: datetime | None
         sla: tuple[SlaInstance, ...]
-        seen: Mapping[str, int]
+        seen: Mapping[str, None]
         anonymous_ids: frozenset[str]
         version: int
         next_seq: int

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+from streams.core.definitions import Definitions
 from streams.core.events import parse_event, parse_time
 from streams.core.records import AttributionCredit, Record, SlaRecord, Transition
 from streams.definitions_file import load_definitions
@@ -16,9 +17,9 @@ DEFS = load_definitions()
 class Scenario:
     """Feeds events by short-hand and answers questions about the outputs."""
 
-    def __init__(self) -> None:
+    def __init__(self, defs: Definitions = DEFS) -> None:
         self.records: list[Record] = []
-        self.replayer = Replayer(DEFS, self.records.append)
+        self.replayer = Replayer(defs, self.records.append)
         self._ids = 0
 
     def event(self, event_type: str, at: str, **fields: Any) -> Scenario:

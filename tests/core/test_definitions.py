@@ -41,9 +41,9 @@ def test_any_change_changes_the_version() -> None:
         (("teams", 0, "holidays", 0), "someday", "teams[0].holidays[0]"),
         (("sla", "policies", 1, "business_hours"), -2, "sla.policies[1].business_hours"),
         (
-            ("lifecycle", "dedupe_retention_days"),
+            ("lifecycle", "dedupe_ids_per_lead"),
             0,
-            "lifecycle.dedupe_retention_days: must be >= 1",
+            "lifecycle.dedupe_ids_per_lead: must be >= 1",
         ),
         (("sla", "policies", 0, "starts_at"), "lunch", "sla.policies[0].starts_at: unknown stage"),
         (("attribution", "models"), ["magic"], "attribution.models[0]: unknown model"),

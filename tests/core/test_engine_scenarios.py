@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC
 from zoneinfo import ZoneInfo
 
-from tests.core.scenario import Scenario, demo_request, new_lead
+from tests.core.scenario import DEFS, Scenario, demo_request, new_lead
 
 
 def test_full_funnel_records_every_transition() -> None:
@@ -127,20 +128,22 @@ def test_duplicate_event_is_applied_once() -> None:
     assert s.replayer.stats.duplicates == 1
 
 
-def test_event_ids_are_remembered_for_the_dedupe_retention_then_forgotten() -> None:
-    """`lifecycle.dedupe_retention_days` (30 by default): within it a repeated event_id is
-    skipped however late it comes; ids older than that are forgotten (the state stays bounded)."""
-    s = new_lead(Scenario())  # e1, 2 March
+def test_a_lead_remembers_its_latest_event_ids_however_old_they_are() -> None:
+    """`lifecycle.dedupe_ids_per_lead` ids are kept, whatever their age: a repeated event_id
+    among them is skipped; the oldest beyond that are forgotten (the state stays bounded)."""
+    defs = dataclasses.replace(DEFS, dedupe_ids_per_lead=4)
+    s = new_lead(Scenario(defs))  # e1
     demo_request(s, "2026-03-02T11:00:00+01:00")  # e2
     page_view = dict(touch_type="page_view", channel="organic_search", lead_id="L1")
-    s.event("touch", "2026-03-31T09:00:00+02:00", event_id="late-march", **page_view)
-    s.event("touch", "2026-03-02T11:00:00+01:00", event_id="e2", **page_view)  # 29 days later
+    s.event("touch", "2026-09-30T09:00:00+02:00", event_id="september", **page_view)
+    s.event("touch", "2026-03-02T11:00:00+01:00", event_id="e2", **page_view)  # 7 months on
     assert s.replayer.stats.duplicates == 1
-    assert {"e1", "e2", "late-march"} <= set(s.state().seen)
-    s.event("touch", "2026-04-02T09:00:00+02:00", event_id="april", **page_view)
-    assert set(s.state().seen) == {"late-march", "april"}  # 2 March is 31 days before
+    assert list(s.state().seen) == ["e1", "e2", "september"]
+    s.event("touch", "2026-10-01T09:00:00+02:00", event_id="october", **page_view)
+    s.event("touch", "2026-10-02T09:00:00+02:00", event_id="later", **page_view)
+    assert list(s.state().seen) == ["e2", "september", "october", "later"]
     touches = len(s.state().touches)
-    s.event("touch", "2026-04-02T09:30:00+02:00", event_id="april", **page_view)
+    s.event("touch", "2026-10-02T09:30:00+02:00", event_id="september", **page_view)
     assert s.replayer.stats.duplicates == 2 and len(s.state().touches) == touches
 
 
