@@ -1,7 +1,8 @@
-"""The one faust.App of leadflow: its topics, tables and agents, built from worker settings.
+"""The one faust.App of leadflow: its topics, tables and tasks, built from worker settings.
 
-Agents are thin: each hands a batch of events to `streams.pipeline.Pipeline`, which calls the
-core and decides what to send and store. All lead-keyed topics and tables share one partition
+Two thin tasks take batches of records from their inbox (`streams.bulk`: Faust's consumer hands
+fetched records over in one step, not through agents and streams) and give them to
+`streams.pipeline.Pipeline`, which calls the core and decides what to send and store. All lead-keyed topics and tables share one partition
 count (checked at start-up), so a lead's events, its state and the messages forwarded to it
 land on the same worker.
 """
@@ -23,7 +24,7 @@ import faust
 from faust.types import TP
 
 from schemas.errors import LeadflowError
-from streams import ordering, tansu, topics
+from streams import bulk, ordering, tansu, topics
 from streams.core.definitions import Definitions
 from streams.core.sla import WeeklyMqlTally
 from streams.core.state import AnonymousState, LeadState
@@ -144,7 +145,7 @@ def _highwater(app: faust.App, tp: Any) -> int | None:
 
 
 def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
-    """Build the Faust app with its topics, tables, agents and the SLA timer."""
+    """Build the Faust app with its topics, tables, tasks and the SLA timer."""
     tansu.configure(
         config.fetch_max_wait_ms, config.bootstrap if config.exact_end_offsets else None
     )
@@ -218,16 +219,24 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         committed_offsets,
     )
 
-    @app.agent(input_topic)
-    async def apply_input_events(stream: Any) -> None:
-        credit.watch(stream.channel.queue)
-        async for events in stream.take_events(config.batch_size, config.batch_window_s):
-            await pipeline.on_input(events)
+    # The records of both topics reach the pipeline in batches straight from the fetch loop
+    # (streams/bulk.py), not through Faust agents and streams.
+    input_inbox, internal_inbox = bulk.Inbox(app), bulk.Inbox(app)
+    input_inbox.route(input_topic.topics)
+    internal_inbox.route(internal_topic.topics)
+    credit.watch(input_inbox)
+    for topic in (input_topic, internal_topic):
+        app.topics.add(topic)  # what an agent on it would subscribe
 
-    @app.agent(internal_topic)
-    async def apply_internal_messages(stream: Any) -> None:
-        async for events in stream.take_events(config.batch_size, config.batch_window_s):
-            await pipeline.on_internal(events)
+    @app.task
+    async def apply_input_events() -> None:
+        async for records in input_inbox.batches(config.batch_size, config.batch_window_s):
+            await pipeline.on_input(records)
+
+    @app.task
+    async def apply_internal_messages() -> None:
+        async for records in internal_inbox.batches(config.batch_size, config.batch_window_s):
+            await pipeline.on_internal(records)
 
     @app.timer(config.tick_interval_s)
     async def fire_sla_timers() -> None:

@@ -22,9 +22,10 @@ records are not delivered, so they are not acked and never committed before they
 after a rebalance (a new consumer generation) the held records are dropped, because Faust seeks
 back to the committed offsets and fetches them again.
 
-Nothing an agent consumes (input or internal) is delivered while Faust is still rebalancing.
+Nothing the worker applies (input or internal) is delivered while Faust is still rebalancing.
 Faust resumes the stream partitions before it seeks them to the committed offsets, and once the
-seek is done `flow_control.resume()` empties every agent's queue: records delivered in between
+seek is done `flow_control.resume()` empties every agent's queue (and the worker's inboxes,
+`streams.bulk`): records delivered in between
 were silently lost (the fetch position had moved past them, so they never came again). They
 are held here instead; if the consumer seeks back and fetches them again, the new fetch
 replaces what is held from that offset on.
@@ -67,14 +68,13 @@ def arrival_key(record: Any) -> bytes:
 
 
 class InputCredit:
-    """Room left in the input agent's queue for merged input records.
+    """Room left in the input inbox (`streams.bulk`) for merged input records.
 
-    Faust delivers every topic through one fetch loop into bounded per-agent queues. If the
-    input queue fills while the input agent waits for its internal messages, the loop blocks
-    and those messages never arrive. Releasing input records only while the input queue holds
-    fewer than `limit` (below Faust's `stream_buffer_maxsize`, 4096) keeps the loop, and the
-    internal topic, moving. The queue itself is measured, so records Faust drops after they were
-    released (paused partitions, a new generation) are never counted.
+    Merged input records are released only while the input inbox holds fewer than `limit`, so
+    a worker that waits (for its internal messages, its fences) does not pile up everything the
+    fetcher brings. (With Faust's bounded agent queues a full input queue blocked the one fetch
+    loop, and with it the internal topic.) The inbox itself is measured, so records dropped
+    after they were released (a new generation) are never counted.
     """
 
     def __init__(self, limit: int) -> None:
@@ -82,11 +82,11 @@ class InputCredit:
         self._queue: Any = None
 
     def watch(self, queue: Any) -> None:
-        """The input agent's queue (anything with `qsize()`), once the agent has started."""
+        """The input inbox (anything with `qsize()`)."""
         self._queue = queue
 
     def exhausted(self) -> bool:
-        """The input queue is full up to the limit."""
+        """The input inbox is full up to the limit."""
         return self._queue is not None and self._queue.qsize() >= self.limit
 
 
@@ -106,7 +106,7 @@ class ArrivalOrder(SchedulingStrategyT):
     highwater: ClassVar[Any] = None  # TP -> the end offset of its last fetch response, or None
     credit: ClassVar[InputCredit | None] = None
     held_topics: ClassVar[frozenset[str]] = frozenset()  # also held while rebalancing
-    ready: ClassVar[Any] = None  # () -> may records go to the agents now (not rebalancing)
+    ready: ClassVar[Any] = None  # () -> may records be delivered now (not rebalancing)
 
     @classmethod
     def configure(
@@ -122,7 +122,7 @@ class ArrivalOrder(SchedulingStrategyT):
     ) -> None:
         """Which topics to merge, how long to wait for a silent partition (in steady state and
         just after an assignment), a probe of the consumer's generation and assignment, and
-        the other agents' topics, held like the merged ones until `ready()`."""
+        the other topics the worker applies, held like the merged ones until `ready()`."""
         cls.merged_topics = frozenset(topics)
         cls.held_topics = frozenset(held_topics) | cls.merged_topics
         cls.ready = staticmethod(ready) if ready is not None else None
@@ -135,7 +135,7 @@ class ArrivalOrder(SchedulingStrategyT):
     def __init__(self) -> None:
         # input partition -> held (arrival key, monotonic receive time, record), in offset order
         self._held: dict[TP, deque[tuple[bytes, float, Any]]] = {}
-        # other agents' partitions -> records fetched while not ready, in offset order
+        # other held partitions -> records fetched while not ready, in offset order
         self._waiting: dict[TP, deque[tuple[bytes, float, Any]]] = {}
         self._generation: Any = None
         self._assigned: frozenset[TP] = frozenset()

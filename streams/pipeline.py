@@ -1,6 +1,6 @@
 """The worker's driver of the core: batches of Kafka events in, outputs out, then state.
 
-`Pipeline` is to the Faust agents what `streams.replay.Replayer` is to a file: it decodes,
+`Pipeline` is to the worker's tasks what `streams.replay.Replayer` is to a file: it decodes,
 applies messages with `streams.core.engine` / `identity`, keeps the SLA deadline index and the
 weekly MQL tally, and decides what to send. It works a batch at a time:
 
@@ -33,7 +33,7 @@ after the group's committed offset belongs to an input that is about to be appli
 is parked, and sent again right after that input is re-applied, so it lands in the order it
 first had (a cause applied before its consequences). Others are applied at once. Before
 applying input, the pipeline appends a `Fence` to each internal partition it was newly given
-and waits until its own agent has read up to them: the whole backlog is then applied or parked.
+and waits until it has read up to them: the whole backlog is then applied or parked.
 """
 
 from __future__ import annotations
@@ -126,11 +126,15 @@ Internal = Message | Tick | CountMql | CloseWeeks | Fence
 Cause = tuple[str, int, int]  # the root input record: topic, partition, offset
 
 
-class KafkaEvent(Protocol):
-    """What the pipeline reads of a Faust event."""
+class KafkaMessage(Protocol):
+    """What the pipeline reads of a consumed Kafka record (a Faust `Message`)."""
 
-    @property
-    def message(self) -> Any: ...
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Any
 
 
 SendAll = Callable[[Sequence[Outgoing]], Awaitable[dict[tuple[str, int], int]]]
@@ -291,9 +295,9 @@ class Pipeline:
         self._deadlines_loaded = False
         self._week_end: datetime | None = None
 
-    # --- agents call these ----------------------------------------------------------------
+    # --- the worker's tasks call these -----------------------------------------------------
 
-    async def on_input(self, events: Sequence[KafkaEvent]) -> None:
+    async def on_input(self, messages: Sequence[KafkaMessage]) -> None:
         """Apply a batch from the input topics (dead-lettering what cannot be applied)."""
         self._log_recovered_tables()
         self._watch_assignment()
@@ -302,8 +306,7 @@ class Pipeline:
         started = time.perf_counter()
         batch = _Batch()
         dead_letters = 0
-        for event in events:
-            message = event.message
+        for message in messages:
             try:
                 decoded = decode_input(message.value or b"", self._format_of(message.topic))
             except (InvalidEvent, SchemaError) as exc:
@@ -331,7 +334,7 @@ class Pipeline:
             if self.clock == "event":  # as replay: the event, then what fell due by its time
                 batch = await self._fire_due(batch)
         await self._flush(batch)
-        metrics.WORKER_INPUT.labels("applied").inc(len(events) - dead_letters)
+        metrics.WORKER_INPUT.labels("applied").inc(len(messages) - dead_letters)
         if dead_letters:
             metrics.WORKER_INPUT.labels("dead_letter").inc(dead_letters)
         metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
@@ -351,7 +354,7 @@ class Pipeline:
             log.warning("internal messages not back within 5 s; applying on")
         return _Batch()
 
-    async def on_internal(self, events: Sequence[KafkaEvent]) -> None:
+    async def on_internal(self, records: Sequence[KafkaMessage]) -> None:
         """Apply a batch from the internal topic (forwards, ticks, weekly tally messages)."""
         self._log_recovered_tables()
         redelivered_from = await self._load_restart_point()
@@ -359,10 +362,10 @@ class Pipeline:
         batch = _Batch()
         ours = []  # partitions of the messages this process sent
         fences = []
-        for event in events:
-            sender, cause, message = pickle.loads(event.message.value)
+        for record in records:
+            sender, cause, message = pickle.loads(record.value or b"")
             if sender == self.incarnation:
-                ours.append(event.message.partition)
+                ours.append(record.partition)
             if isinstance(message, Fence):
                 fences.append(message.token)
                 continue
@@ -371,14 +374,14 @@ class Pipeline:
                 and cause is not None
                 and cause[2] >= redelivered_from.get((cause[0], cause[1]), 0)
             ):
-                self._parked.setdefault(cause, []).append((event.message.key, message))
+                self._parked.setdefault(cause, []).append((record.key or b"", message))
                 continue
             self._cause = cause
             try:
-                self._apply(message, event.message.partition, batch)
+                self._apply(message, record.partition, batch)
             except Exception as exc:  # noqa: BLE001
                 log.exception("internal message %r could not be applied", message)
-                self._dead_letter(batch, event.message, f"not applied: {exc}", exc)
+                self._dead_letter(batch, record, f"not applied: {exc}", exc)
         await self._flush(batch)
         for partition in ours:
             self.in_flight.applied(partition)

@@ -21,6 +21,8 @@ from aiokafka.structs import TopicPartition
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 
+from streams.bulk import BulkConsumer
+
 _SETTINGS: dict[str, Any] = {"fetch_max_wait_ms": 20, "bootstrap": None}
 
 
@@ -103,8 +105,8 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return await exact_end_offsets(bootstrap, reported)
 
 
-class Consumer(faust_aiokafka.Consumer):
-    """Faust consumer using the patched thread."""
+class Consumer(BulkConsumer):
+    """The worker's consumer (bulk delivery, `streams.bulk`) using the patched thread."""
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
