@@ -238,7 +238,8 @@ def _worker(
     started = time.time()
     with open(log, "wb") as log_file:
         worker = subprocess.Popen(
-            [sys.executable, "-m", "leadflow", "worker", "--clock", clock, "--app-id", app_id],
+            [sys.executable, "-m", "leadflow", "worker", "--clock", clock, "--app-id", app_id]
+            + os.environ.get("LEADFLOW_BENCH_WORKER_ARGS", "").split(),
             env=env,
             stdout=log_file,
             stderr=subprocess.STDOUT,

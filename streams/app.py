@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 import faust
+from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from schemas.errors import LeadflowError
@@ -119,11 +120,20 @@ class FaustTableStore:
     def values(self) -> Any:
         return self.table.values()
 
-    def put(self, key: bytes, value: bytes | None) -> None:
-        if value is None:
-            self.table.data.pop(key, None)
+    def put(self, key: bytes, value: bytes | None, partition: int) -> None:
+        store = self.table.data
+        if isinstance(store, RocksDBStore):
+            # Faust's RocksDB store picks a key's partition database from the current stream
+            # event, and batches applied from an inbox have none: name the partition here.
+            if value is None:
+                store._del(key)
+            else:
+                store._key_index[key] = partition
+                store._db_for_partition(partition).put(key, value)
+        elif value is None:
+            store.pop(key, None)
         else:
-            self.table.data[key] = value
+            store[key] = value
 
     def persisted(self, partition: int, offset: int) -> None:
         self.table.data.set_persisted_offset(TP(self.changelog_topic, partition), offset)

@@ -151,8 +151,9 @@ class TableStore(Protocol):
 
     def values(self) -> Iterator[bytes]: ...
 
-    def put(self, key: bytes, value: bytes | None) -> None:
-        """Set (None: delete) the value in the local store only; the changelog is written."""
+    def put(self, key: bytes, value: bytes | None, partition: int) -> None:
+        """Set (None: delete) the value of `key` (of changelog `partition`) in the local store
+        only; the changelog is written."""
 
     def persisted(self, partition: int, offset: int) -> None:
         """The changelog holds everything up to `offset` of `partition` (durable stores)."""
@@ -634,17 +635,17 @@ class Pipeline:
         if not batch.writes:
             return
         changelog: list[Outgoing] = []
-        stored: list[tuple[str, bytes, bytes | None, object]] = []
+        stored: list[tuple[str, bytes, bytes | None, object, int]] = []
         for (table, key), (partition, value) in batch.writes.items():
             raw = None if value is None else table_codec.dumps(value)
             # co-partitioned: a key's changelog partition is that of the message that changed it
             changelog.append((self._tables[table].changelog_topic, key, raw, None, partition))
-            stored.append((table, key, raw, value))
+            stored.append((table, key, raw, value, partition))
         # the state is durable before any later batch sends: a restart never sees a later
         # message without the state that preceded it
         written = await self._send_all(changelog)
-        for table, key, raw, value in stored:
-            self._tables[table].put(key, raw)
+        for table, key, raw, value, partition in stored:
+            self._tables[table].put(key, raw, partition)
             self._remember(table, key, value)
         by_topic = {store.changelog_topic: store for store in self._tables.values()}
         for (topic, partition), offset in written.items():

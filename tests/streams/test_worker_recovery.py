@@ -92,7 +92,12 @@ TABLES = [LEAD_TABLE, ANONYMOUS_TABLE, WEEKLY_TABLE]
 
 
 def _stop_restart(
-    stack: Settings, generated_events: Path, tmp_path: Path, name: str, transitions: int
+    stack: Settings,
+    generated_events: Path,
+    tmp_path: Path,
+    name: str,
+    transitions: int,
+    *worker_args: str,
 ) -> tuple[str, dict[str, str], dict[str, str]]:
     """First half, worker until quiet, SIGTERM; second half, a new worker until quiet.
 
@@ -102,14 +107,14 @@ def _stop_restart(
     create_topics(stack.bootstrap, stack.partitions, prefix)
     first, second = _halves(generated_events, tmp_path)
     _publish(stack, first, prefix)
-    worker = start_worker(stack, prefix, app_id, tmp_path)
+    worker = start_worker(stack, prefix, app_id, tmp_path, *worker_args)
     try:
         wait_until_quiet(stack.bootstrap, prefix + topics.LEAD_STATE)
     finally:
         stop(worker, signal.SIGTERM)
     written = changelog_digests(stack.bootstrap, app_id, TABLES)
     _publish(stack, second, prefix)
-    worker = start_worker(stack, prefix, app_id, tmp_path)
+    worker = start_worker(stack, prefix, app_id, tmp_path, *worker_args)
     try:  # every transition of the whole file, then quiet
         wait_for_records(stack.bootstrap, prefix + topics.TRANSITIONS, transitions, 120)
         wait_until_quiet(stack.bootstrap, prefix + topics.LEAD_STATE)
@@ -150,6 +155,25 @@ def test_after_sigterm_and_restart_every_table_value_equals_the_uninterrupted_ru
 ) -> None:
     app_id, _, _ = stopped_and_restarted
     assert _table_mismatches(stack, app_id, uninterrupted) == []
+
+
+def test_with_the_durable_rocksdb_store_a_sigterm_restart_ends_with_the_uninterrupted_tables(
+    stack: Settings, generated_events: Path, tmp_path: Path, uninterrupted: Replayer
+) -> None:
+    """`--store rocksdb://` (rocksdict): the restarted worker reopens its local databases and
+    reads the changelog only past their persisted offsets."""
+    app_id, written, recovered = _stop_restart(
+        stack,
+        generated_events,
+        tmp_path,
+        f"rrocks{os.getpid()}",
+        uninterrupted.stats.transitions,
+        "--store",
+        "rocksdb://",
+    )
+    assert recovered == written
+    assert _table_mismatches(stack, app_id, uninterrupted) == []
+    assert list((tmp_path / "worker" / app_id).rglob("*.sst")), "nothing written to RocksDB"
 
 
 def _by_id(records: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
