@@ -100,6 +100,9 @@ class WorkerConfig:
     batch_size: int = 500  # events per batch handed to the pipeline
     batch_window_s: float = 0.01  # longest wait for a batch to fill
     exact_end_offsets: bool = True  # the Tansu recovery fix (streams/tansu.py); off: diagnostics
+    # static group membership: a worker restarted with the same id takes its partitions back at
+    # once instead of after the old session expires; unique per running worker (None: dynamic)
+    instance_id: str | None = None
 
 
 class FaustTableStore:
@@ -181,6 +184,7 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         broker_session_timeout=6.0,
         broker_heartbeat_interval=1.0,
         consumer_auto_offset_reset="earliest",
+        consumer_group_instance_id=config.instance_id,
         producer_linger_ms=5,
         producer_max_batch_size=512 * 1024,  # one batch per partition per pipeline batch
         key_serializer="raw",

@@ -32,6 +32,13 @@ def worker(
     app_id: str = typer.Option("leadflow", "--app-id", help="Consumer group / changelog prefix"),
     topic_prefix: str = typer.Option("", "--topic-prefix", help="Prefix for every topic (tests)"),
     log_level: str = typer.Option("warn", "--log-level", help="crit, error, warn, info or debug"),
+    instance_id: str | None = typer.Option(
+        None,
+        "--instance-id",
+        envvar="LEADFLOW_WORKER_INSTANCE_ID",
+        help="Static group membership: a stable id, unique per running worker; a restart with "
+        "it resumes without waiting for the old session to expire",
+    ),
     metrics_port: int | None = typer.Option(
         None,
         "--metrics-port",
@@ -68,6 +75,7 @@ def worker(
         app_id=app_id,
         topic_prefix=topic_prefix,
         exact_end_offsets=exact_end_offsets,
+        instance_id=instance_id,
         data_dir=str((settings.state_dir / "worker" / app_id).resolve()),
     )
     (settings.state_dir / "worker" / app_id).mkdir(parents=True, exist_ok=True)

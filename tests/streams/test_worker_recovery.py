@@ -201,18 +201,25 @@ def _assert_same_records(label: str, got: list[dict[str, Any]], want_ids: set[st
     assert all(all(c == cs[0] for c in cs) for cs in copies.values()), f"{label}: differing copies"
 
 
+@pytest.mark.parametrize(
+    "membership", [(), ("--instance-id", "worker-1")], ids=["dynamic", "static"]
+)
 def test_after_sigkill_mid_stream_outputs_equal_the_uninterrupted_run(
     stack: Settings,
     generated_events: Path,
     tmp_path: Path,
     uninterrupted: Replayer,
     unique_name: Callable[[str], str],
+    membership: tuple[str, ...],
 ) -> None:
-    prefix, app_id = f"rkill{os.getpid()}.", f"rkill{os.getpid()}"
+    """Static membership (`--instance-id`): the restarted worker takes its partitions back at
+    once, without waiting for the killed one's session to expire."""
+    app_id = unique_name("rkill")
+    prefix = app_id + "."
     create_topics(stack.bootstrap, stack.partitions, prefix)
     _publish(stack, generated_events, prefix)
     _, expected = _replayed_records(generated_events)
-    worker = start_worker(stack, prefix, app_id, tmp_path)
+    worker = start_worker(stack, prefix, app_id, tmp_path, *membership)
     try:  # kill once a quarter of the transitions are out
         at_kill = wait_for_records(
             stack.bootstrap, prefix + topics.TRANSITIONS, len(expected["transition"]) // 4
@@ -220,8 +227,8 @@ def test_after_sigkill_mid_stream_outputs_equal_the_uninterrupted_run(
     finally:
         stop(worker, signal.SIGKILL)
     assert 0 < at_kill < len(expected["transition"]), "not killed mid-stream"
-    worker = start_worker(stack, prefix, app_id, tmp_path)
-    try:  # the group first waits out the killed member's session
+    worker = start_worker(stack, prefix, app_id, tmp_path, *membership)
+    try:  # dynamic: the group first waits out the killed member's session
         wait_for_records(
             stack.bootstrap, prefix + topics.TRANSITIONS, len(expected["transition"]), 120
         )
