@@ -164,12 +164,10 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     )
     name = lambda topic: config.topic_prefix + topic  # noqa: E731
     app: faust.App
-    credit = ordering.InputCredit(limit=2000)
     ordering.ArrivalOrder.configure(
         [name(t) for t in topics.INPUT_TOPICS],
         idle_ms=config.merge_idle_ms if config.clock == "event" else 0,
         startup_ms=3000 if config.clock == "event" else 0,
-        credit=credit,
         probe=lambda: (app.consumer_generation_id, app.consumer.assignment()),
         highwater=lambda tp: _highwater(app, tp),
         held_topics=[name(topics.LEAD_EVENTS)],
@@ -238,7 +236,6 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     input_inbox, internal_inbox = bulk.Inbox(app), bulk.Inbox(app)
     input_inbox.route(input_topic.topics)
     internal_inbox.route(internal_topic.topics)
-    credit.watch(input_inbox)
     for topic in (input_topic, internal_topic):
         app.topics.add(topic)  # what an agent on it would subscribe
 

@@ -67,29 +67,6 @@ def arrival_key(record: Any) -> bytes:
     return (max(record.timestamp, 0) * 1_000_000).to_bytes(8, "big") + bytes(8)
 
 
-class InputCredit:
-    """Room left in the input inbox (`streams.bulk`) for merged input records.
-
-    Merged input records are released only while the input inbox holds fewer than `limit`, so
-    a worker that waits (for its internal messages, its fences) does not pile up everything the
-    fetcher brings. (With Faust's bounded agent queues a full input queue blocked the one fetch
-    loop, and with it the internal topic.) The inbox itself is measured, so records dropped
-    after they were released (a new generation) are never counted.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._queue: Any = None
-
-    def watch(self, queue: Any) -> None:
-        """The input inbox (anything with `qsize()`)."""
-        self._queue = queue
-
-    def exhausted(self) -> bool:
-        """The input inbox is full up to the limit."""
-        return self._queue is not None and self._queue.qsize() >= self.limit
-
-
 class ArrivalOrder(SchedulingStrategyT):
     """Faust `ConsumerScheduler`: merged delivery of the input topics, pass-through for others.
 
@@ -104,7 +81,6 @@ class ArrivalOrder(SchedulingStrategyT):
     startup_s: ClassVar[float] = 3.0
     probe: ClassVar[Any] = None  # () -> (consumer generation id, assigned TPs)
     highwater: ClassVar[Any] = None  # TP -> the end offset of its last fetch response, or None
-    credit: ClassVar[InputCredit | None] = None
     held_topics: ClassVar[frozenset[str]] = frozenset()  # also held while rebalancing
     ready: ClassVar[Any] = None  # () -> may records be delivered now (not rebalancing)
 
@@ -115,7 +91,6 @@ class ArrivalOrder(SchedulingStrategyT):
         idle_ms: int,
         probe: Any = None,
         startup_ms: int = 3000,
-        credit: InputCredit | None = None,
         highwater: Any = None,
         held_topics: Sequence[str] = (),
         ready: Any = None,
@@ -128,7 +103,6 @@ class ArrivalOrder(SchedulingStrategyT):
         cls.ready = staticmethod(ready) if ready is not None else None
         cls.idle_s = idle_ms / 1000
         cls.startup_s = startup_ms / 1000
-        cls.credit = credit
         cls.probe = staticmethod(probe) if probe is not None else None
         cls.highwater = staticmethod(highwater) if highwater is not None else None
 
@@ -183,12 +157,9 @@ class ArrivalOrder(SchedulingStrategyT):
         wait_s = self.idle_s
         if now - self._assigned_at < self.startup_s and not self._assigned <= self._delivered:
             wait_s = self.startup_s
-        credit = self.credit
         heads = [(q[0][0], tp) for tp, q in held.items() if q]
         heapq.heapify(heads)
         while heads:
-            if credit is not None and credit.exhausted():
-                return
             _, tp = heads[0]
             queue = held[tp]
             silent = [other for other in self._assigned if not held.get(other)]

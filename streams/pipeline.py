@@ -22,9 +22,10 @@ replay's event-time clock, which `leadflow produce` stamps on each record (`lead
 the largest occurred_at before it); timers due by it fire before the record is applied, and
 those due by its own time after, as replay does between lines.
 
-In backfill a batch is also cut after any event that sent an internal message this process
-applies (a forward, an MQL count), and the next event waits until those are applied, so every
-lead sees the same sequence as in replay.
+A message to another key (a forward: stitching, a merge; an MQL count for the weekly tally) is
+applied in the same batch, right after the step that sent it and in the order sent, when this
+process owns the key's partition, exactly as replay applies forwards; only messages to keys
+another worker owns go through the internal topic (not waited for).
 
 After a (re)start or a rebalance, internal messages an earlier process sent may still be
 waiting in the internal topic. Every internal message names its root cause, the input record
@@ -44,6 +45,7 @@ import logging
 import pickle
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -163,53 +165,6 @@ _MISSING = object()
 _DECODED_MAX = 500_000  # decoded values kept; all dropped at once beyond (bounds memory)
 
 
-class InFlight:
-    """Internal messages this process sent and has not applied yet, per internal partition (see
-    module docstring).
-
-    Only messages to internal partitions this process is assigned are counted: with several
-    workers, a message handled by another worker is not waited for (docs/streaming.md).
-    """
-
-    def __init__(self) -> None:
-        self.counts: dict[int, int] = {}
-        self._drained = asyncio.Event()
-        self._drained.set()
-
-    def sent(self, partition: int) -> None:
-        """A message went to internal `partition`."""
-        self.counts[partition] = self.counts.get(partition, 0) + 1
-        self._drained.clear()
-
-    def applied(self, partition: int) -> None:
-        """A message of ours from internal `partition` was applied."""
-        left = self.counts.get(partition, 0) - 1
-        if left > 0:
-            self.counts[partition] = left
-        else:
-            self.counts.pop(partition, None)
-        self._settle()
-
-    def keep_only(self, partitions: frozenset[int]) -> None:
-        """Forget partitions given to another worker: what was sent there comes back no more."""
-        for partition in list(self.counts):
-            if partition not in partitions:
-                del self.counts[partition]
-        self._settle()
-
-    def _settle(self) -> None:
-        if not self.counts:
-            self._drained.set()
-
-    async def drained(self, timeout_s: float) -> bool:
-        """Wait until nothing is in flight (at most `timeout_s`); False on time-out."""
-        try:
-            await asyncio.wait_for(self._drained.wait(), timeout_s)
-        except TimeoutError:
-            return False
-        return True
-
-
 @dataclass
 class _Batch:
     """What one batch changes: table writes (by table and key), and what to send."""
@@ -218,7 +173,8 @@ class _Batch:
     writes: dict[tuple[str, bytes], tuple[int, object]] = field(default_factory=dict)
     sends: list[Outgoing] = field(default_factory=list)
     changed: dict[bytes, LeadState] = field(default_factory=dict)  # lead key → latest state
-    internal: list[int] = field(default_factory=list)  # partitions of internal messages we apply
+    # messages to keys of partitions this process owns, applied in this batch, first in first
+    local: deque[tuple[Internal, int]] = field(default_factory=deque)
 
 
 def table_digest(items: Iterable[tuple[bytes, bytes | None]]) -> str:
@@ -274,8 +230,7 @@ class Pipeline:
         self._name = topic_name
         self._tables = tables
         self._send_all = send_all
-        self.in_flight = InFlight()
-        # internal messages carry the sending process's id: only our own count as in flight
+        # internal messages carry the sending process's id (a restart is another process)
         self.incarnation = uuid.uuid4().hex
         self._internal_partitions = internal_partitions
         self._fenced: set[int] = set()
@@ -287,6 +242,7 @@ class Pipeline:
         self._restart_point = asyncio.Lock()
         self._parked: dict[Cause, list[tuple[bytes, Internal]]] = {}
         self._cause: Cause | None = None
+        self._source: KafkaMessage | None = None  # the record being applied (dead letters)
         # decoded table values of our keys (we are their only writer while assigned)
         self._decoded: dict[tuple[str, bytes], Any] = {}
         self._assignment: frozenset[int] = frozenset()
@@ -319,21 +275,24 @@ class Pipeline:
                 if before is not None:  # replay's clock before this line (rewinds on takeover)
                     self.watermark = before
                     self._cause = None  # due by the clock alone: nothing to wait for on restart
-                    batch = await self._fire_due(batch)
+                    self._fire_due(batch)
             if self.watermark is None or decoded.occurred_at > self.watermark:
                 self.watermark = decoded.occurred_at
             self._cause = (message.topic, message.partition, message.offset)
+            self._source = message
             try:
                 self._apply(decoded, message.partition, batch)
             except Exception as exc:  # noqa: BLE001 — one bad event must not stop the worker
                 log.exception("event %s could not be applied", decoded.event_id)
                 self._dead_letter(batch, message, f"not applied: {type(exc).__name__}: {exc}", exc)
                 dead_letters += 1
+                batch.local.clear()  # what it forwarded before failing goes with it
                 continue
             for key, parked in self._parked.pop(self._cause, ()):
                 self._internal(key, parked, batch)  # its cause is applied again: now it may go
+            self._apply_local(batch)
             if self.clock == "event":  # as replay: the event, then what fell due by its time
-                batch = await self._fire_due(batch)
+                self._fire_due(batch)
         await self._flush(batch)
         metrics.WORKER_INPUT.labels("applied").inc(len(messages) - dead_letters)
         if dead_letters:
@@ -341,19 +300,13 @@ class Pipeline:
         metrics.WORKER_BATCH_SECONDS.observe(time.perf_counter() - started)
         metrics.WORKER_SLA_DEADLINES.set(len(self._deadlines))
 
-    async def _fire_due(self, batch: _Batch) -> _Batch:
-        """Backfill: tick what fell due by the watermark and close ended weeks; if that (or the
-        event before) sent internal messages this process applies, send the batch and wait
-        until they are applied, so the next event sees them, as in replay."""
+    def _fire_due(self, batch: _Batch) -> None:
+        """Backfill: tick what fell due by the watermark and close ended weeks, as replay does
+        between lines."""
         assert self.watermark is not None
         self._tick_due(self.watermark, batch)
         self._close_weeks(self.watermark, batch)
-        if not batch.internal:
-            return batch
-        await self._flush(batch)
-        if not await self.in_flight.drained(timeout_s=5.0):
-            log.warning("internal messages not back within 5 s; applying on")
-        return _Batch()
+        self._apply_local(batch)
 
     async def on_internal(self, records: Sequence[KafkaMessage]) -> None:
         """Apply a batch from the internal topic (forwards, ticks, weekly tally messages)."""
@@ -361,12 +314,9 @@ class Pipeline:
         redelivered_from = await self._load_restart_point()
         self._watch_assignment()
         batch = _Batch()
-        ours = []  # partitions of the messages this process sent
         fences = []
         for record in records:
             sender, cause, message = pickle.loads(record.value or b"")
-            if sender == self.incarnation:
-                ours.append(record.partition)
             if isinstance(message, Fence):
                 fences.append(message.token)
                 continue
@@ -378,14 +328,16 @@ class Pipeline:
                 self._parked.setdefault(cause, []).append((record.key or b"", message))
                 continue
             self._cause = cause
+            self._source = record
             try:
                 self._apply(message, record.partition, batch)
             except Exception as exc:  # noqa: BLE001
                 log.exception("internal message %r could not be applied", message)
                 self._dead_letter(batch, record, f"not applied: {exc}", exc)
+                batch.local.clear()
+                continue
+            self._apply_local(batch)
         await self._flush(batch)
-        for partition in ours:
-            self.in_flight.applied(partition)
         if fences:
             self._fences.difference_update(fences)
             if not self._fences:
@@ -433,8 +385,10 @@ class Pipeline:
         self._load_deadlines()
         batch = _Batch()
         self._cause = None
+        self._source = None
         self._tick_due(now, batch)
         self._close_weeks(now, batch)
+        self._apply_local(batch)
         await self._flush(batch)
 
     # --- applying ------------------------------------------------------------------------
@@ -574,7 +528,6 @@ class Pipeline:
         if current != self._assignment:
             self._assignment = current
             self._decoded.clear()
-            self.in_flight.keep_only(current)
             self._deadlines_loaded = False  # leads taken over have deadlines too
             # Partitions taken over resume from their last commit, maybe far behind the others:
             # the event-time watermark starts again from what is applied next (as after a
@@ -595,11 +548,28 @@ class Pipeline:
             self._internal(message_key(message).encode(), message, batch)
 
     def _internal(self, key: bytes, message: Internal, batch: _Batch) -> None:
-        value = pickle.dumps((self.incarnation, self._cause, message))
+        """A message to `key`: applied in this batch if this process owns its partition (in
+        order, after what came before it, as replay applies forwards), else sent to the owner
+        through the internal topic."""
         partition = key_partition(key, self._partitions)
+        if partition in self._assignment:
+            batch.local.append((message, partition))
+            return
+        value = pickle.dumps((self.incarnation, self._cause, message))
         batch.sends.append((self._name(topics.LEAD_EVENTS), key, value, None, partition))
-        if partition in self._assignment:  # this process applies it: backfill waits for it
-            batch.internal.append(partition)
+
+    def _apply_local(self, batch: _Batch) -> None:
+        """Apply the messages to our own keys, first in first (each may add more)."""
+        local = batch.local
+        while local:
+            message, partition = local.popleft()
+            try:
+                self._apply(message, partition, batch)
+            except Exception as exc:  # noqa: BLE001 — one message must not stop the others
+                log.exception("forwarded message %r could not be applied", message)
+                if self._source is not None:
+                    reason = f"a message it led to was not applied: {type(exc).__name__}: {exc}"
+                    self._dead_letter(batch, self._source, reason, exc)
 
     def _format_of(self, topic: str) -> str:
         fmt = self._formats.get(topic)
@@ -628,8 +598,6 @@ class Pipeline:
             if snapshot is not None:
                 value = encode_record(str(snapshot.kind), snapshot.as_dict())
                 batch.sends.append((self._name(topics.LEAD_STATE), key, value, None, None))
-        for partition in batch.internal:
-            self.in_flight.sent(partition)
         _count_outputs(batch.sends, self._name(topics.LEAD_EVENTS))
         await self._send_all(batch.sends)
         if not batch.writes:
