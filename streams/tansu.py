@@ -9,6 +9,9 @@ Registered as the Faust transport `leadflow://` (entry point `faust.transports`)
   last changelog batch. We read from `end − 1` once per partition and take the last offset the
   fetch returns + 1. On Apache Kafka `end − 1` is the last record, so the answer is unchanged
   (one small extra fetch per partition at recovery).
+
+The transport's consumer also does the worker's bulk delivery (`streams.bulk.BulkConsumer`),
+which is not a work-around: it is the same on any broker.
 """
 
 from __future__ import annotations
