@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections import defaultdict
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
 from mode.utils.queues import FlowControlEvent
 
-from streams.bulk import Inbox
+from streams.bulk import ROUTES, BulkConsumer, Inbox
 
 
 @dataclass(eq=False)
@@ -111,3 +116,50 @@ def test_faust_empties_the_inbox_with_the_agents_queues() -> None:
     inbox.put(Record(0))
     app.flow_control.resume()
     assert inbox.qsize() == 0
+
+
+def test_the_consumer_routes_records_after_fausts_read_offset_bookkeeping(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Routed topics go to their inbox (a record before the read offset is a re-fetch and is
+    dropped; a jump leaves a gap for Faust's commit), other topics go on to Faust."""
+    routed, other = TP("leadflow.touches", 0), TP("app-lead_to_state-changelog", 0)
+    fetched = [
+        (other, FetchedRecord(routed.topic, 0)),
+        (routed, FetchedRecord(routed.topic, 4)),
+        (routed, FetchedRecord(routed.topic, 5)),
+        (routed, FetchedRecord(routed.topic, 9)),
+    ]
+
+    async def faust_getmany(self: Any, timeout: float) -> Any:
+        for tp, record in fetched:
+            yield tp, record
+
+    monkeypatch.setattr(faust_aiokafka.Consumer, "getmany", faust_getmany)
+    consumer: Any = object.__new__(BulkConsumer)
+    consumer._read_offset = defaultdict(lambda: None, {routed: 5})  # after a seek to 5
+    consumer.app = SimpleNamespace(topics=SimpleNamespace(acks_enabled_for=lambda topic: True))
+    gaps: list[tuple[TP, int, int]] = []
+
+    async def add_gap(tp: TP, first: int, last: int) -> None:
+        gaps.append((tp, first, last))
+
+    consumer._add_gap = add_gap
+    app = App()
+    inbox = Inbox(app)
+    monkeypatch.setitem(ROUTES, routed.topic, inbox)
+
+    async def run() -> list[tuple[TP, int]]:
+        return [(tp, record.offset) async for tp, record in consumer.getmany(1.0)]
+
+    assert asyncio.run(run()) == [(other, 0)]
+    assert take(inbox, 10) == [5, 9]  # 4 was before the read offset: fetched again
+    assert gaps == [(routed, 6, 9)]
+    assert consumer._read_offset[routed] == 9
+
+
+@dataclass(eq=False)
+class FetchedRecord:
+    topic: str
+    offset: int
+    generation_id: int = 1
