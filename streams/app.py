@@ -2,9 +2,9 @@
 
 Two thin tasks take batches of records from their inbox (`streams.bulk`: Faust's consumer hands
 fetched records over in one step, not through agents and streams) and give them to
-`streams.pipeline.Pipeline`, which calls the core and decides what to send and store. All lead-keyed topics and tables share one partition
-count (checked at start-up), so a lead's events, its state and the messages forwarded to it
-land on the same worker.
+`streams.pipeline.Pipeline`, which calls the core and decides what to send and store. All
+lead-keyed topics and tables share one partition count (checked at start-up), so a lead's
+events, its state and the messages forwarded to it land on the same worker.
 """
 
 from __future__ import annotations
@@ -234,10 +234,8 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
     # The records of both topics reach the pipeline in batches straight from the fetch loop
     # (streams/bulk.py), not through Faust agents and streams.
     input_inbox, internal_inbox = bulk.Inbox(app), bulk.Inbox(app)
-    input_inbox.route(input_topic.topics)
-    internal_inbox.route(internal_topic.topics)
-    for topic in (input_topic, internal_topic):
-        app.topics.add(topic)  # what an agent on it would subscribe
+    input_inbox.route(input_topic)
+    internal_inbox.route(internal_topic)
 
     @app.task
     async def apply_input_events() -> None:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from faust.transport.drivers import aiokafka as faust_aiokafka
@@ -34,10 +34,12 @@ class Inbox:
         self._arrived = asyncio.Event()
         app.flow_control.manage_queue(self)  # emptied with the agents' queues
 
-    def route(self, topics: Iterable[str]) -> None:
-        """Deliver the records of `topics` here (and subscribe to them)."""
-        for topic in topics:
-            ROUTES[topic] = self
+    def route(self, topic: Any) -> None:
+        """Subscribe to the Faust `topic` (as an agent on it would) and deliver its records
+        here."""
+        for name in topic.topics:
+            ROUTES[name] = self
+        self._app.topics.add(topic)
 
     def put(self, record: Any) -> None:
         self._records.append(record)

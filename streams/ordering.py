@@ -11,9 +11,8 @@ right on Tansu too, unlike ListOffsets); while records are known to be waiting i
 the merge waits for them (at most `LAG_WAIT_S`, then it warns and goes on), however slow the
 fetch is. Only when that is unknown (no fetch response yet, or no record seen since an
 assignment) does it fall back to waiting `idle_ms` (the silent partition is then taken to be
-caught up). With one worker
-that restores the produce order exactly, across leads too (identity steps and merges span
-partitions); with several, each worker's share is in order.
+caught up). With one worker that restores the produce order exactly, across leads too
+(identity steps and merges span partitions); with several, each worker's share is in order.
 
 The arrival key is the `leadflow-seq` header (`leadflow produce` stamps 16 bytes: the run's start
 in ns, then the line number, both big-endian, so bytes compare in produce order), else the
@@ -25,9 +24,8 @@ back to the committed offsets and fetches them again.
 Nothing the worker applies (input or internal) is delivered while Faust is still rebalancing.
 Faust resumes the stream partitions before it seeks them to the committed offsets, and once the
 seek is done `flow_control.resume()` empties every agent's queue (and the worker's inboxes,
-`streams.bulk`): records delivered in between
-were silently lost (the fetch position had moved past them, so they never came again). They
-are held here instead; if the consumer seeks back and fetches them again, the new fetch
+`streams.bulk`): records delivered in between were silently lost (the fetch position had moved
+past them, so they never came again). They are held here instead; if the consumer seeks back and fetches them again, the new fetch
 replaces what is held from that offset on.
 """
 

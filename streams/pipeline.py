@@ -224,8 +224,8 @@ class Pipeline:
     ) -> None:
         self.defs = defs
         self.clock = clock
-        self.input_formats = input_formats  # input topic (unprefixed) → "avro" or "json"
-        self._formats: dict[str, str] = {}  # by prefixed topic name
+        # "avro" or "json" by the (prefixed) name of each input topic; unlisted: avro
+        self._formats = {topic_name(topic): fmt for topic, fmt in input_formats.items()}
         self._partitions = partitions
         self._name = topic_name
         self._tables = tables
@@ -265,7 +265,9 @@ class Pipeline:
         dead_letters = 0
         for message in messages:
             try:
-                decoded = decode_input(message.value or b"", self._format_of(message.topic))
+                decoded = decode_input(
+                    message.value or b"", self._formats.get(message.topic, "avro")
+                )
             except (InvalidEvent, SchemaError) as exc:
                 self._dead_letter(batch, message, str(exc), exc)
                 dead_letters += 1
@@ -570,13 +572,6 @@ class Pipeline:
                 if self._source is not None:
                     reason = f"a message it led to was not applied: {type(exc).__name__}: {exc}"
                     self._dead_letter(batch, self._source, reason, exc)
-
-    def _format_of(self, topic: str) -> str:
-        fmt = self._formats.get(topic)
-        if fmt is None:  # topics are few: the prefixed name's format is looked up once
-            base = topic.removeprefix(self._name(""))
-            fmt = self._formats[topic] = self.input_formats.get(base, "avro")
-        return fmt
 
     def _dead_letter(self, batch: _Batch, message: Any, reason: str, exc: BaseException) -> None:
         metrics.WORKER_DEAD_LETTERS.labels(type(exc).__name__).inc()
