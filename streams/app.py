@@ -249,8 +249,7 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
 
     @app.timer(config.tick_interval_s)
     async def fire_sla_timers() -> None:
-        now = datetime.now(UTC) if config.clock == "live" else pipeline.watermark
-        await pipeline.on_timer(now)
+        await pipeline.on_timer(datetime.now(UTC) if config.clock == "live" else None)
 
     @app.task
     async def dump_tasks_on_sigusr1() -> None:

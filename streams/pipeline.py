@@ -256,10 +256,7 @@ class Pipeline:
 
     async def on_input(self, messages: Sequence[KafkaMessage]) -> None:
         """Apply a batch from the input topics (dead-lettering what cannot be applied)."""
-        self._log_recovered_tables()
-        self._watch_assignment()
-        await self._fence_new_partitions()
-        self._load_deadlines()
+        await self._take_assignment()
         started = time.perf_counter()
         batch = _Batch()
         dead_letters = 0
@@ -345,6 +342,14 @@ class Pipeline:
             if not self._fences:
                 self._fences_applied.set()
 
+    async def _take_assignment(self) -> None:
+        """Before applying anything: the recovered tables logged (once), a new assignment taken
+        in, the internal partitions newly given fenced, and the deadline index (re)loaded."""
+        self._log_recovered_tables()
+        self._watch_assignment()
+        await self._fence_new_partitions()
+        self._load_deadlines()
+
     async def _load_restart_point(self) -> dict[tuple[str, int], int]:
         """The group's committed input offsets when this process was given its partitions (read
         again after each new assignment: partitions taken over resume from their last owner's
@@ -381,10 +386,13 @@ class Pipeline:
             log.info("internal backlog applied")
 
     async def on_timer(self, now: datetime | None) -> None:
-        """Live clock: tick every lead due by `now` and close ended weeks (no event needed)."""
+        """Tick every lead due by `now` (the wall clock; None: the event-time watermark) and close
+        ended weeks, with no event needed. Like a batch of input, it first takes in a new
+        assignment: the timer must not tick leads given to another worker."""
+        await self._take_assignment()
+        now = now or self.watermark
         if now is None:
             return
-        self._load_deadlines()
         batch = _Batch()
         self._cause = None
         self._source = None
