@@ -91,6 +91,14 @@ def _table_mismatches(stack: Settings, app_id: str, want: Replayer) -> list[str]
 TABLES = [LEAD_TABLE, ANONYMOUS_TABLE, WEEKLY_TABLE]
 
 
+def _until_done(stack: Settings, prefix: str, transitions: int, worker: Any, who: str) -> None:
+    """Wait until all `transitions` are out (at most 120 s) and the outputs went quiet; the
+    `who` worker must still be running."""
+    wait_for_records(stack.bootstrap, prefix + topics.TRANSITIONS, transitions, 120)
+    wait_until_quiet(stack.bootstrap, prefix + topics.LEAD_STATE)
+    assert worker.poll() is None, f"the {who} worker died"
+
+
 def _stop_restart(
     stack: Settings,
     generated_events: Path,
@@ -116,9 +124,7 @@ def _stop_restart(
     _publish(stack, second, prefix)
     worker = start_worker(stack, prefix, app_id, tmp_path, *worker_args)
     try:  # every transition of the whole file, then quiet
-        wait_for_records(stack.bootstrap, prefix + topics.TRANSITIONS, transitions, 120)
-        wait_until_quiet(stack.bootstrap, prefix + topics.LEAD_STATE)
-        assert worker.poll() is None, "the restarted worker died"
+        _until_done(stack, prefix, transitions, worker, "restarted")
     finally:
         stop(worker, signal.SIGTERM)
     return app_id, written, recovered_digests(worker.log)  # type: ignore[attr-defined]
@@ -229,11 +235,7 @@ def test_after_sigkill_mid_stream_outputs_equal_the_uninterrupted_run(
     assert 0 < at_kill < len(expected["transition"]), "not killed mid-stream"
     worker = start_worker(stack, prefix, app_id, tmp_path, *membership)
     try:  # dynamic: the group first waits out the killed member's session
-        wait_for_records(
-            stack.bootstrap, prefix + topics.TRANSITIONS, len(expected["transition"]), 120
-        )
-        wait_until_quiet(stack.bootstrap, prefix + topics.LEAD_STATE)
-        assert worker.poll() is None, "the restarted worker died"
+        _until_done(stack, prefix, len(expected["transition"]), worker, "restarted")
     finally:
         stop(worker, signal.SIGTERM)
     got = outputs(stack.bootstrap, prefix)
@@ -298,11 +300,7 @@ def test_two_workers_one_killed_mid_stream_outputs_equal_the_uninterrupted_run(
         )
         stop(killed, signal.SIGKILL)
         assert 0 < at_kill < len(expected["transition"]), "not killed mid-stream"
-        wait_for_records(
-            stack.bootstrap, prefix + topics.TRANSITIONS, len(expected["transition"]), 120
-        )
-        wait_until_quiet(stack.bootstrap, prefix + topics.LEAD_STATE)
-        assert survivor.poll() is None, "the surviving worker died"
+        _until_done(stack, prefix, len(expected["transition"]), survivor, "surviving")
     finally:
         stop(killed, signal.SIGKILL)
         stop(survivor, signal.SIGTERM)
