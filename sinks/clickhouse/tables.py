@@ -9,6 +9,7 @@ LEAD_STATE = "lead_state"
 SLA = "sla"
 ATTRIBUTION = "attribution"
 DEAD_LETTERS = "dead_letters"
+ALERT_DELIVERIES = "alert_deliveries"  # sinks/webhooks/deliveries.py
 
 # output record kind (streams.core.records.OutputKind / replay file) -> table
 TABLE_OF_KIND = {

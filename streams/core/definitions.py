@@ -81,6 +81,8 @@ class Definitions:
     default_team_id: str
     correction_window_days: int
     dedupe_ids_per_lead: int = 1000
+    # the raw `alerts:` section, kept for the notifier (sinks/webhooks/routing.py validates it)
+    alerts: Mapping[str, Any] | None = None
     # derived once from the fields above, for the per-event SLA code
     sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
     correction_window: timedelta = field(init=False, repr=False, compare=False)
@@ -336,6 +338,7 @@ def _build(data: object) -> Definitions:
             "lifecycle",
             "sla",
             "attribution",
+            "alerts",
         },
         {"teams", "scoring", "sla"},
     )
@@ -405,6 +408,9 @@ def _build(data: object) -> Definitions:
         half_life_days=_num(a.get("half_life_days", 7), "attribution.half_life_days", strict=True),
         models=models,
     )
+    alerts = d.get("alerts")
+    if alerts is not None and not isinstance(alerts, dict):
+        raise _fail("alerts", "must be a mapping")
     canonical = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
     return Definitions(
         version=hashlib.sha256(canonical.encode()).hexdigest()[:12],
@@ -422,4 +428,5 @@ def _build(data: object) -> Definitions:
         dedupe_ids_per_lead=_int(
             lifecycle.get("dedupe_ids_per_lead", 1000), "lifecycle.dedupe_ids_per_lead", 1
         ),
+        alerts=MappingProxyType(alerts) if alerts is not None else None,
     )
