@@ -206,8 +206,9 @@ class Notifier:
             batch.sort(
                 key=lambda a: (a["record"].get("at") or "", _RANK.get(a["kind"], 9), a["seq"])
             )
-            for i in range(0, len(batch), MAX_ALERTS_PER_MESSAGE):
-                chunk = batch[i : i + MAX_ALERTS_PER_MESSAGE]
+            size = MAX_ALERTS_PER_MESSAGE if spec.group_wait_s > 0 else 1  # no wait, no digest
+            for i in range(0, len(batch), size):
+                chunk = batch[i : i + size]
                 ids = [a["alert_id"] for a in chunk]
                 message_id = ids[0] if len(ids) == 1 else record_id("digest", endpoint, *ids)
                 self.store.add_message(message_id, endpoint, ids, now)
@@ -315,7 +316,9 @@ class Notifier:
             self._file(message_id, alerts, "sent", attempts, None, done_at, code, response, body)
             for told in alerts:
                 if told.record.get("at"):
-                    metrics.ALERT_DELAY_SECONDS.observe(max(0.0, done_at - _epoch(told.record["at"])))
+                    metrics.ALERT_DELAY_SECONDS.observe(
+                        max(0.0, done_at - _epoch(told.record["at"]))
+                    )
             metrics.ALERT_DELIVERIES.labels(name, "sent").inc()
         elif code == 410:
             self.store.disable(name, done_at, f"410 Gone on message {message_id}")
