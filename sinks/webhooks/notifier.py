@@ -94,6 +94,7 @@ class Notifier:
         self._instances_of: dict[str, frozenset[str]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._caught_up = asyncio.Event()
         self._last_report = 0.0
         self._last_prune = 0.0
 
@@ -469,15 +470,43 @@ class Notifier:
             if batch:
                 self.ingest(records)
                 await consumer.commit()
+            if not self._caught_up.is_set() and await _at_end(consumer):
+                self._caught_up.set()
 
-    async def run(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
-        """Consume and dispatch until `stop`."""
+    async def run(
+        self, consumer: AIOKafkaConsumer, stop: asyncio.Event, catch_up_timeout_s: float = 120.0
+    ) -> None:
+        """Consume and dispatch until `stop`; sending starts once the backlog is read (or after
+        `catch_up_timeout_s`)."""
         reader = asyncio.create_task(self.consume(consumer, stop))
         try:
+            # Nothing is sent before the backlog is read: a correction already on the topic must
+            # be known before a retried breach goes out (never after the fact, also on restart).
+            waiting = asyncio.create_task(self._caught_up.wait())
+            await asyncio.wait(
+                [waiting, reader], timeout=catch_up_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            waiting.cancel()
+            if reader.done():
+                reader.result()
+            log.info("caught up with the SLA topic; sending")
             await self.serve(stop)
         finally:
             stop.set()
             await reader
+
+
+async def _at_end(consumer: AIOKafkaConsumer) -> bool:
+    """True once every assigned partition was fetched up to its high watermark (from the fetch
+    responses, which are right on Tansu where ListOffsets is not)."""
+    assigned = consumer.assignment()
+    if not assigned:
+        return False
+    for tp in assigned:
+        high = consumer.highwater(tp)
+        if high is None or await consumer.position(tp) < high:
+            return False
+    return True
 
 
 def _recipient_dict(who: Recipient) -> dict[str, Any]:
