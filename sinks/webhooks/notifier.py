@@ -38,8 +38,8 @@ from streams.core.records import record_id
 log = logging.getLogger("leadflow.alerts")
 
 _RANK = {Kind.WARNED: 0, Kind.BREACHED: 1, Kind.ESCALATED: 2, Kind.CORRECTED: 3}
+_NEVER = float("inf")
 _WAIT = "wait"  # a correction whose breach alert is not settled yet: decide later
-_OPEN_MESSAGES_SCANNED = 500
 
 
 def _epoch(value: object) -> float:
@@ -95,6 +95,10 @@ class Notifier:
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
         self._caught_up = asyncio.Event()
+        self._form_after: dict[str, float] = {}
+        self._corrections_waiting: set[str] = set()
+        self._disabled: dict[str, tuple[float, str]] = {}
+        self._disabled_read_at = -_NEVER
         self._last_report = 0.0
         self._last_prune = 0.0
 
@@ -126,6 +130,7 @@ class Notifier:
             for name, people in told.items():
                 if name not in self.endpoints:
                     continue
+                self._form_after[name] = 0.0
                 added += self.store.add_alert(
                     alert_id_of(record["record_id"], name),
                     name,
@@ -190,20 +195,31 @@ class Notifier:
     # --- grouping and sending ---------------------------------------------------------
 
     def _form_messages(self, endpoint: str, now: float) -> None:
+        if now < self._form_after.get(endpoint, 0.0):
+            return  # nothing new since the last look, and nothing held has come due
         spec = self.endpoints[endpoint].spec
-        ready = [a for a in self.store.pending_alerts(endpoint) if a["not_before"] <= now]
+        pending = self.store.pending_alerts(endpoint)
+        ready = [a for a in pending if a["not_before"] <= now]
+        next_look = min((a["not_before"] for a in pending if a["not_before"] > now), default=_NEVER)
+        self._form_after[endpoint] = next_look
+        self._corrections_waiting.discard(endpoint)
         if not ready:
             return
         batch = []
         for alert in ready:
             reason = self._reason(alert, endpoint)
             if reason == _WAIT:
+                self._form_after[endpoint] = min(self._form_after[endpoint], now + 0.25)
+                self._corrections_waiting.add(endpoint)
                 continue
             if reason is not None:
                 self._suppress(alert["alert_id"], reason)
                 continue
             batch.append(alert)
-        if batch and min(a["created_at"] for a in batch) + spec.group_wait_s <= now:
+        formed_at = min((a["created_at"] for a in batch), default=now) + spec.group_wait_s
+        if batch and formed_at > now:
+            self._form_after[endpoint] = min(self._form_after[endpoint], formed_at)
+        if batch and formed_at <= now:
             batch.sort(
                 key=lambda a: (a["record"].get("at") or "", _RANK.get(a["kind"], 9), a["seq"])
             )
@@ -219,7 +235,10 @@ class Notifier:
     def dispatch(self) -> None:
         """Form due digests and start every send the limits allow (returns at once)."""
         now = self.clock()
-        disabled = self.store.disabled()
+        if now - self._disabled_read_at >= 1.0:  # `alerts replay` may enable one meanwhile
+            self._disabled = self.store.disabled()
+            self._disabled_read_at = now
+        disabled = self._disabled
         for endpoint, target in self.endpoints.items():
             if endpoint in disabled:
                 continue
@@ -227,7 +246,7 @@ class Notifier:
             spec = target.spec
             in_flight = self._in_flight[endpoint]
             blocked: set[str] = set()
-            for message in self.store.open_messages(endpoint)[:_OPEN_MESSAGES_SCANNED]:
+            for message in self.store.open_messages(endpoint, now, 2 * spec.max_in_flight + 8):
                 message_id = message["message_id"]
                 instances = self._instances_of.get(message_id)
                 if instances is None:
@@ -246,7 +265,6 @@ class Notifier:
                 task = asyncio.create_task(self._send(target, message))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-        metrics.ALERT_PENDING_RETRIES.set(self.store.pending_retries())
 
     async def _send(self, endpoint: Endpoint, message: dict[str, Any]) -> None:
         try:
@@ -259,6 +277,8 @@ class Notifier:
             )
         finally:
             self._in_flight[endpoint.name].discard(message["message_id"])
+            if endpoint.name in self._corrections_waiting:  # a settled breach frees them
+                self._form_after[endpoint.name] = 0.0
             self._wake.set()
 
     async def _attempt(self, endpoint: Endpoint, message: dict[str, Any]) -> None:
@@ -323,6 +343,7 @@ class Notifier:
             metrics.ALERT_DELIVERIES.labels(name, "sent").inc()
         elif code == 410:
             self.store.disable(name, done_at, f"410 Gone on message {message_id}")
+            self._disabled[name] = (done_at, "410 Gone")
             self._file(
                 message_id, alerts, "disabled", attempts, None, done_at, code, response, body
             )
@@ -433,6 +454,7 @@ class Notifier:
             now = self.clock()
             if now - self._last_report >= 1.0:
                 self._last_report = now
+                metrics.ALERT_PENDING_RETRIES.set(self.store.pending_retries())
                 await self.report()
             if now - self._last_prune >= 600:
                 self._last_prune = now

@@ -32,7 +32,6 @@ CREATE TABLE IF NOT EXISTS messages (
     last_response TEXT, body TEXT, reported INTEGER DEFAULT 1);
 CREATE INDEX IF NOT EXISTS messages_by_endpoint ON messages(endpoint, status, seq);
 CREATE TABLE IF NOT EXISTS endpoints (name TEXT PRIMARY KEY, disabled_at REAL, reason TEXT);
-CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER);
 """
 DONE_ALERT_STATES = ("sent", "suppressed", "failed", "exhausted", "disabled")
 OPEN_MESSAGE = "pending"
@@ -60,6 +59,10 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(_SCHEMA)
+        self._seq = max(
+            int(self.db.execute(f"SELECT coalesce(max(seq), 0) FROM {table}").fetchone()[0])
+            for table in ("alerts", "messages")
+        )
         self.db.execute("BEGIN")
 
     def commit(self) -> None:
@@ -72,10 +75,9 @@ class Store:
         self.db.close()
 
     def next_seq(self) -> int:
-        row = self.db.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()
-        value = (row[0] if row else 0) + 1
-        self.db.execute("INSERT OR REPLACE INTO counters VALUES ('seq', ?)", (value,))
-        return int(value)
+        """The next arrival number (alerts and messages share one sequence)."""
+        self._seq += 1
+        return self._seq
 
     # --- instances --------------------------------------------------------------------
 
@@ -140,16 +142,13 @@ class Store:
                 orjson.dumps(recipients).decode(),
                 now,
                 not_before,
-                self.next_seq() if self._absent(alert_id) else 0,
+                self._seq + 1,
             ),
         )
-        return cursor.rowcount == 1
-
-    def _absent(self, alert_id: str) -> bool:
-        return (
-            self.db.execute("SELECT 1 FROM alerts WHERE alert_id = ?", (alert_id,)).fetchone()
-            is None
-        )
+        if cursor.rowcount == 1:
+            self._seq += 1
+            return True
+        return False
 
     def told_of_breach(self, instance_id: str) -> dict[str, list[dict[str, Any]]]:
         """Endpoint → recipients of this instance's breach/escalation alerts (any state)."""
@@ -243,12 +242,23 @@ class Store:
             [(message_id, a) for a in alert_ids],
         )
 
-    def open_messages(self, endpoint: str) -> list[dict[str, Any]]:
+    def open_messages(self, endpoint: str, now: float, due_limit: int = 64) -> list[dict[str, Any]]:
+        """The endpoint's unfinished messages in order: the oldest `due_limit` due by `now`, and
+        every one waiting for a retry (normally few), which hold back later messages of their
+        instances."""
+        columns = "message_id, alert_ids, attempts, next_at, first_at, seq"
         rows = self.db.execute(
-            "SELECT message_id, alert_ids, attempts, next_at, first_at FROM messages "
-            "WHERE endpoint = ? AND status = 'pending' ORDER BY seq",
-            (endpoint,),
+            f"SELECT {columns} FROM messages WHERE endpoint = ? AND status = 'pending' "
+            "AND next_at <= ? ORDER BY seq LIMIT ?",
+            (endpoint, now, due_limit),
         ).fetchall()
+        if rows:
+            rows += self.db.execute(
+                f"SELECT {columns} FROM messages WHERE endpoint = ? AND status = 'pending' "
+                "AND next_at > ? AND seq < ? ORDER BY seq LIMIT 10000",
+                (endpoint, now, rows[-1][5]),
+            ).fetchall()
+            rows.sort(key=lambda r: r[5])
         return [
             {
                 "message_id": r[0],

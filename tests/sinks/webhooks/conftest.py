@@ -145,3 +145,9 @@ async def serve_until(
         stop.set()
         await task
     return time.monotonic() - started
+
+
+async def serve_for(notifier: Notifier, seconds: float) -> None:
+    """Run the notifier's dispatch loop for `seconds`."""
+    end = time.monotonic() + seconds
+    await serve_until(notifier, lambda: time.monotonic() >= end, timeout_s=seconds + 5)

@@ -12,7 +12,7 @@ from typing import Any
 from sinks.webhooks.notifier import Notifier
 from streams import metrics
 
-from .conftest import serve_until, sla_record, standard_endpoint
+from .conftest import serve_for, serve_until, sla_record, standard_endpoint
 from .receiver import Receiver, new_secret
 
 
@@ -96,13 +96,10 @@ def test_400_is_not_retried_and_410_disables_the_endpoint(
         notifier = make_notifier(_alerts(receiver.url), secrets=secret)
         notifier.ingest([sla_record("i1", "breached", "breached")])
         await serve_until(notifier, lambda: len(receiver.requests) == 1)
-        await asyncio.sleep(0.3)
         notifier.ingest([sla_record("i2", "breached", "breached")])
         await serve_until(notifier, lambda: "hook" in notifier.store.disabled())
         notifier.ingest([sla_record("i3", "breached", "breached")])
-        await asyncio.sleep(0.5)
-        notifier.dispatch()
-        await asyncio.sleep(0.3)
+        await serve_for(notifier, 0.8)  # nothing more goes out
         assert [r.status for r in receiver.requests] == [400, 410]  # nothing after the 410
         counts = notifier.store.counts()["hook"]
         assert counts["alerts_failed"] == 1 and counts["alerts_disabled"] == 1
@@ -156,9 +153,10 @@ def test_order_warned_breached_escalated_holds_per_instance(
             notifier.ingest(
                 [sla_record(f"a{n}", "escalated", "breached", at=now - timedelta(seconds=1))]
             )
-        await serve_until(notifier, lambda: len(receiver.delivered()) == 5)  # warnings: superseded
-        await asyncio.sleep(0.2)
-        notifier.store.commit()
+        await serve_until(notifier, lambda: len(receiver.delivered()) == 10)
+        await serve_for(notifier, 0.3)  # nothing more goes out
+        assert len(receiver.requests) == 10
+        assert notifier.store.counts()["hook"]["alerts_suppressed"] == 5  # the warnings
 
     asyncio.run(_with(receiver, scenario))
     kinds: dict[str, list[str]] = {}
@@ -205,9 +203,7 @@ def test_a_breach_corrected_during_the_grouping_wait_is_never_sent(
         notifier.ingest([sla_record("c1", "corrected", "met", met_at="2026-01-01T00:00:00Z")])
         notifier.ingest([sla_record("c2", "breached", "breached")])  # a real one beside it
         await serve_until(notifier, lambda: len(receiver.delivered()) == 1)
-        await asyncio.sleep(0.5)
-        notifier.dispatch()
-        await asyncio.sleep(0.2)
+        await serve_for(notifier, 0.8)  # nothing more goes out
         assert [r.json["instance_id"] for r in receiver.requests] == ["c2"]
         assert _suppressed("corrected") == before[0] + 1
         assert _suppressed("nothing_to_retract") == before[1] + 1
@@ -239,9 +235,7 @@ def test_a_breach_corrected_while_retrying_is_dropped_or_retracted(
         notifier.ingest([sla_record("r500", "corrected", "met", met_at="2026-01-01T00:00:00Z")])
         notifier.ingest([sla_record("rhang", "corrected", "met", met_at="2026-01-01T00:00:00Z")])
         await serve_until(notifier, lambda: len(receiver.delivered()) == 1)
-        await asyncio.sleep(0.5)
-        notifier.dispatch()
-        await asyncio.sleep(0.3)
+        await serve_for(notifier, 0.8)  # nothing more goes out
 
     asyncio.run(_with(receiver, scenario))
     delivered = [
