@@ -277,7 +277,7 @@ async def _drive(
         background = 0
         while time.perf_counter() - started < seconds:
             tick = time.perf_counter()
-            for n in range(20):  # 20 MQLs (40 events) per second breach 3.6 s later
+            for _ in range(20):  # 20 MQLs (40 events) per second breach 3.6 s later
                 for line in new_mql(mqls):
                     await send(line)
                 mqls += 1
