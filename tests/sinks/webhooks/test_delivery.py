@@ -312,3 +312,91 @@ def test_stale_records_of_a_backfill_are_never_alerted(
     notifier = make_notifier(_alerts("http://127.0.0.1:9/x"), secrets=new_secret())
     old = datetime.now(UTC) - timedelta(days=3)
     assert notifier.ingest([sla_record("s1", "breached", "breached", at=old)]) == 0
+
+
+def test_a_missed_weekly_target_reaches_marketing_with_the_counts(
+    make_notifier: Callable[..., Notifier],
+) -> None:
+    secret = new_secret()
+    receiver = Receiver(secrets=[secret], default=202)
+
+    async def scenario() -> None:
+        alerts = {
+            "endpoints": {"mkt": standard_endpoint(receiver.url)},
+            "people": {"mkt-owner": ["mkt"]},
+            "marketing_owner": "mkt-owner",
+            "routes": {"target_missed": ["marketing_owner"]},
+        }
+        notifier = make_notifier(alerts, secrets=secret)
+        week = sla_record(
+            "week-emea-2026-03-09",
+            "breached",
+            "breached",
+            policy="mql_weekly_target",
+            owner_id="mgr-emea",
+            lead_id=None,
+            target=40,
+            actual=12,
+        )
+        met = {
+            **sla_record("week-amer", "met", "met", policy="mql_weekly_target", lead_id=None),
+            "target": 60,
+            "actual": 70,
+        }
+        notifier.ingest([week, met])  # a met week tells nobody
+        await serve_until(notifier, lambda: bool(receiver.delivered()))
+        await serve_for(notifier, 0.3)
+
+    asyncio.run(_with(receiver, scenario))
+    (request,) = receiver.requests
+    body = request.json
+    assert (body["type"], body["target"], body["actual"], body["lead_id"]) == (
+        "mql_target.missed",
+        40,
+        12,
+        None,
+    )
+    assert body["recipients"] == ["mkt-owner"]
+    assert "12 of 40 MQLs" in body["text"]
+    assert body["dashboard_url"].endswith("/d/leadflow-marketing/marketing")
+
+
+def test_metrics_count_deliveries_retries_and_the_delay(
+    make_notifier: Callable[..., Notifier],
+) -> None:
+    secret = new_secret()
+    receiver = Receiver(secrets=[secret], script=[500], default=200)
+
+    def sample(name: str, labels: dict[str, str] | None = None) -> float:
+        from prometheus_client import REGISTRY
+
+        return REGISTRY.get_sample_value(name, labels or {}) or 0.0
+
+    sent = {"endpoint": "metric-hook", "outcome": "sent"}
+    retry = {"endpoint": "metric-hook", "outcome": "retry"}
+    fast = {"le": "1.0"}
+    before = (
+        sample("leadflow_alert_deliveries_total", sent),
+        sample("leadflow_alert_deliveries_total", retry),
+        sample("leadflow_alert_delivery_delay_seconds_count"),
+        sample("leadflow_alert_delivery_delay_seconds_bucket", fast),
+    )
+
+    async def scenario() -> None:
+        alerts = {
+            **_alerts(receiver.url),
+            "endpoints": {"metric-hook": standard_endpoint(receiver.url)},
+            "teams": {"emea": ["metric-hook"]},
+        }
+        notifier = make_notifier(alerts, secrets=secret)
+        notifier.ingest(
+            [sla_record("m1", "breached", "breached", at=datetime.now(UTC) - timedelta(seconds=2))]
+        )
+        await serve_until(notifier, lambda: bool(receiver.delivered()))
+
+    asyncio.run(_with(receiver, scenario))
+    assert sample("leadflow_alert_deliveries_total", sent) == before[0] + 1
+    assert sample("leadflow_alert_deliveries_total", retry) == before[1] + 1
+    assert sample("leadflow_alert_delivery_delay_seconds_count") == before[2] + 1
+    # the record's instant was 2 s before: not observed as a fast delivery
+    assert sample("leadflow_alert_delivery_delay_seconds_bucket", fast) == before[3]

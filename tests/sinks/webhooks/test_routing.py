@@ -9,6 +9,7 @@ import pytest
 from sinks.webhooks.endpoints import check_url, resolve_endpoints
 from sinks.webhooks.errors import AlertsConfigError, UnsafeEndpoint
 from sinks.webhooks.routing import Kind, load_alerts, recipients
+from streams.core.definitions import definitions_from_mapping
 from streams.definitions_file import load_definitions
 
 from .conftest import defs_with, sla_record
@@ -176,3 +177,16 @@ def test_loopback_may_be_plain_http_and_private_needs_an_explicit_allow() -> Non
     check_url("x", "http://localhost:8080/hook", False, resolve=lambda host: ["127.0.0.1", "::1"])
     check_url("x", "https://10.1.2.3/hook", True)
     check_url("x", "https://hooks.slack.com/services/x", False, resolve=lambda host: ["34.1.2.3"])
+
+
+def test_the_core_keeps_the_section_raw_but_refuses_a_non_mapping() -> None:
+    from streams.core.errors import DefinitionsError
+
+    from .conftest import base_mapping
+
+    data = base_mapping()
+    data["alerts"] = ["not", "a", "mapping"]
+    with pytest.raises(DefinitionsError, match="alerts: must be a mapping"):
+        definitions_from_mapping(data)
+    data["alerts"] = {"whatever": {"the": "notifier checks it"}}
+    assert definitions_from_mapping(data).alerts == {"whatever": {"the": "notifier checks it"}}
