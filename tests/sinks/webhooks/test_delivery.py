@@ -400,3 +400,48 @@ def test_metrics_count_deliveries_retries_and_the_delay(
     assert sample("leadflow_alert_delivery_delay_seconds_count") == before[2] + 1
     # the record's instant was 2 s before: not observed as a fast delivery
     assert sample("leadflow_alert_delivery_delay_seconds_bucket", fast) == before[3]
+
+
+def test_teams_answers_202_and_that_is_success(make_notifier: Callable[..., Notifier]) -> None:
+    receiver = Receiver(default=202)
+
+    async def scenario() -> None:
+        alerts = {
+            "endpoints": {"teams": {"format": "teams", "url": receiver.url, "group_wait_s": 0}},
+            "teams": {"emea": ["teams"]},
+            "marketing_owner": "mkt-owner",
+        }
+        notifier = make_notifier(alerts)
+        notifier.ingest([sla_record("t1", "breached", "breached")])
+        await serve_until(notifier, lambda: bool(receiver.requests))
+        await serve_for(notifier, 0.5)
+        assert notifier.store.counts()["teams"]["alerts_sent"] == 1
+
+    asyncio.run(_with(receiver, scenario))
+    (request,) = receiver.requests  # 202 is not retried
+    assert request.json["attachments"][0]["content"]["type"] == "AdaptiveCard"
+    assert "webhook-signature" not in request.headers
+
+
+def test_an_older_revision_arriving_late_tells_nobody(
+    make_notifier: Callable[..., Notifier],
+) -> None:
+    """Records may carry a revision (the core re-folds late events): the newest revision is the
+    instance's state whatever the arrival order, and a stale breach is never sent."""
+    secret = new_secret()
+    receiver = Receiver(secrets=[secret], default=200)
+
+    async def scenario() -> None:
+        notifier = make_notifier(_alerts(receiver.url, group_wait_s=0.3), secrets=secret)
+        corrected = sla_record("v1", "corrected", "met", revision=3)
+        stale = sla_record("v1", "breached", "breached", revision=2)
+        notifier.ingest([corrected, stale])
+        fresh = sla_record("v2", "breached", "breached", revision=1)
+        notifier.ingest([fresh])
+        await serve_until(notifier, lambda: bool(receiver.delivered()))
+        await serve_for(notifier, 0.5)
+        latest = notifier.store.instance("v1")
+        assert latest is not None and (latest.revision, latest.event) == (3, "corrected")
+
+    asyncio.run(_with(receiver, scenario))
+    assert [r.json["instance_id"] for r in receiver.requests] == ["v2"]
