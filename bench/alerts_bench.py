@@ -3,8 +3,8 @@
     python bench/alerts_bench.py throughput [--alerts 3000] [--in-flight 8]
     python bench/alerts_bench.py latency [--rate 1000] [--seconds 20]
 
-throughput: a receiver process answers 200 at once; (a) raw httpx posts of a rendered alert body
-with the same concurrency, (b) the notifier end to end (sqlite store, routing, the
+throughput: a receiver process answers 200 at once; (a) raw httpx posts and (a') raw aiohttp posts
+(the notifier's client) of a rendered alert body with the same concurrency, (b) the notifier end to end (sqlite store, routing, the
 never-after-the-fact check, rendering, Standard Webhooks signing, posting, filing the outcome),
 one message per alert (no grouping wait). Prints alerts/s and the ratio b/a.
 
@@ -83,6 +83,25 @@ def _record(n: int) -> dict[str, Any]:
     }
 
 
+async def _raw_aiohttp(url: str, body: bytes, count: int, in_flight: int) -> float:
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        queue = iter(range(count))
+
+        async def worker() -> None:
+            for _ in queue:
+                async with session.post(
+                    url, data=body, headers={"content-type": "application/json"}
+                ) as answer:
+                    await answer.read()
+                    answer.raise_for_status()
+
+        started = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(in_flight)))
+        return count / (time.perf_counter() - started)
+
+
 async def _raw(url: str, body: bytes, count: int, in_flight: int) -> float:
     async with httpx.AsyncClient() as client:
         queue = iter(range(count))
@@ -104,6 +123,7 @@ async def _notifier(url: str, count: int, in_flight: int, tmp: Path) -> tuple[fl
 
     from sinks.webhooks.endpoints import resolve_endpoints
     from sinks.webhooks.formats import Renderer
+    from sinks.webhooks.http import Http
     from sinks.webhooks.notifier import Notifier
     from sinks.webhooks.routing import load_alerts
     from sinks.webhooks.store import Store
@@ -130,8 +150,8 @@ async def _notifier(url: str, count: int, in_flight: int, tmp: Path) -> tuple[fl
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     endpoints = resolve_endpoints(config, {"SECRET": secret})
     store = Store(tmp / "bench.sqlite")
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-    async with httpx.AsyncClient(limits=limits) as client:
+    client = Http()
+    try:
         notifier = Notifier(defs, config, endpoints, store, Renderer(defs, "https://g"), client)
         records = [_record(n) for n in range(count)]
         started = time.perf_counter()
@@ -152,6 +172,8 @@ async def _notifier(url: str, count: int, in_flight: int, tmp: Path) -> tuple[fl
         rate = count / (time.perf_counter() - started)
         stop.set()
         await serving
+    finally:
+        await client.close()
     store.close()
     return rate, ingest_rate
 
@@ -176,13 +198,15 @@ def throughput(args: argparse.Namespace) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             for round_no in range(2):
                 raw = asyncio.run(_raw(url, body.encode(), args.alerts, args.in_flight))
+                raw_aio = asyncio.run(_raw_aiohttp(url, body.encode(), args.alerts, args.in_flight))
                 ours, ingest = asyncio.run(
                     _notifier(url, args.alerts, args.in_flight, Path(tmp) / str(round_no))
                 )
                 print(
-                    f"round {round_no + 1}: {args.alerts:,} alerts, {args.in_flight} in flight: raw httpx "
-                    f"{raw:,.0f} posts/s; notifier {ours:,.0f} alerts/s (ratio {ours / raw:.2f}); "
-                    f"ingest {ingest:,.0f} records/s"
+                    f"round {round_no + 1}: {args.alerts:,} alerts, {args.in_flight} in flight: "
+                    f"raw httpx {raw:,.0f} posts/s, raw aiohttp {raw_aio:,.0f} posts/s; notifier "
+                    f"{ours:,.0f} alerts/s (ratio {ours / raw:.2f} of raw httpx, "
+                    f"{ours / raw_aio:.2f} of raw aiohttp); ingest {ingest:,.0f} records/s"
                 )
     finally:
         receiver.kill()

@@ -9,7 +9,6 @@ import signal
 import time
 from pathlib import Path
 
-import httpx
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -18,6 +17,7 @@ from leadflow.cli import app, build_settings
 from leadflow.settings import Settings
 from schemas.errors import LeadflowError
 from sinks.webhooks.endpoints import Endpoint, resolve_endpoints
+from sinks.webhooks.http import Http
 from sinks.webhooks.routing import AlertsConfig, Kind, load_alerts, recipients
 from sinks.webhooks.store import Store
 from streams import topics
@@ -63,7 +63,6 @@ def alerts(
     from sinks.webhooks.notifier import Notifier
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # its request lines carry full URLs
     settings = build_settings()
     defs, config, endpoints = _load(settings)
     backend: Backend | None = None
@@ -86,20 +85,20 @@ def alerts(
             loop.add_signal_handler(sig, stop.set)
         consumer = make_consumer(settings.bootstrap, [topic], group)
         await consumer.start()
-        limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+        client = Http()
         try:
-            async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
-                notifier = Notifier(
-                    defs,
-                    config,
-                    endpoints,
-                    store,
-                    Renderer(defs, settings.dashboard_url),
-                    client,
-                    backend,
-                )
-                await notifier.run(consumer, stop)
+            notifier = Notifier(
+                defs,
+                config,
+                endpoints,
+                store,
+                Renderer(defs, settings.dashboard_url),
+                client,
+                backend,
+            )
+            await notifier.run(consumer, stop)
         finally:
+            await client.close()
             await consumer.stop()
             store.close()
 
@@ -157,8 +156,11 @@ def alerts_test(
     body = Renderer(defs, settings.dashboard_url).body(target.spec.format, message_id, [alert])
 
     async def send() -> tuple[int | None, str]:
-        async with httpx.AsyncClient() as client:
+        client = Http()
+        try:
             return await post_once(client, target, message_id, body, now)
+        finally:
+            await client.close()
 
     code, text = asyncio.run(send())
     typer.echo(
@@ -232,8 +234,11 @@ def alerts_replay(
     store = Store(_store_path(settings, ctx.obj["group"]))
 
     async def run() -> list[tuple[str, str, int | None, str]]:
-        async with httpx.AsyncClient() as client:
+        client = Http()
+        try:
             return await replay_failed(backend, store, endpoints, client, endpoint)
+        finally:
+            await client.close()
 
     try:
         results = asyncio.run(run())

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer
 
@@ -29,6 +28,7 @@ from sinks.clickhouse.backend import NETWORK_ERRORS, Backend
 from sinks.webhooks import deliveries
 from sinks.webhooks.endpoints import Endpoint
 from sinks.webhooks.formats import MAX_ALERTS_PER_MESSAGE, Alert, Renderer, sign
+from sinks.webhooks.http import Http
 from sinks.webhooks.routing import AlertsConfig, Kind, Recipient, kind_of, recipients
 from sinks.webhooks.store import Store
 from streams import metrics
@@ -75,7 +75,7 @@ class Notifier:
         endpoints: Mapping[str, Endpoint],
         store: Store,
         renderer: Renderer,
-        client: httpx.AsyncClient,
+        client: Http,
         backend: Backend | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -314,23 +314,13 @@ class Notifier:
         headers = {"content-type": "application/json", "user-agent": "leadflow-alerts"}
         if endpoint.spec.format == "standard":
             headers.update(sign(endpoint, message_id, body, datetime.fromtimestamp(now, UTC)))
-        code: int | None = None
-        response = ""
-        wait: float | None = None
-        try:
-            answer = await self.client.post(
-                endpoint.url.get_secret_value(),
-                content=body.encode(),
-                headers=headers,
-                timeout=endpoint.spec.timeout_s,
-            )
-            code, response = answer.status_code, answer.text[:300]
-            wait = retry_after_s(answer.headers.get("retry-after"), self.clock())
-        except httpx.TimeoutException as exc:
-            response = f"timeout ({exc.__class__.__name__}) after {endpoint.spec.timeout_s:g} s"
+        answer = await self.client.post(
+            endpoint.url.get_secret_value(), body.encode(), headers, endpoint.spec.timeout_s
+        )
+        code, response = answer.status, answer.text
+        wait = retry_after_s(answer.retry_after, self.clock())
+        if answer.timed_out:  # the receiver may have taken it: a later retraction must go
             self.store.mark_maybe_told(a.alert_id for a in alerts)
-        except httpx.TransportError as exc:
-            response = f"unreachable ({exc.__class__.__name__})"
         done_at = self.clock()
         attempts += 1
         if code is not None and 200 <= code < 300:
@@ -541,31 +531,23 @@ def _recipient_dict(who: Recipient) -> dict[str, Any]:
 
 
 async def post_once(
-    client: httpx.AsyncClient, endpoint: Endpoint, message_id: str, body: str, now: float
+    client: Http, endpoint: Endpoint, message_id: str, body: str, now: float
 ) -> tuple[int | None, str]:
     """One attempt of an already-rendered body (signed afresh): (status code or None, text)."""
     headers = {"content-type": "application/json", "user-agent": "leadflow-alerts"}
     if endpoint.spec.format == "standard":
         headers.update(sign(endpoint, message_id, body, datetime.fromtimestamp(now, UTC)))
-    try:
-        answer = await client.post(
-            endpoint.url.get_secret_value(),
-            content=body.encode(),
-            headers=headers,
-            timeout=endpoint.spec.timeout_s,
-        )
-    except httpx.TimeoutException as exc:
-        return None, f"timeout ({exc.__class__.__name__})"
-    except httpx.TransportError as exc:
-        return None, f"unreachable ({exc.__class__.__name__})"
-    return answer.status_code, answer.text[:300]
+    answer = await client.post(
+        endpoint.url.get_secret_value(), body.encode(), headers, endpoint.spec.timeout_s
+    )
+    return answer.status, answer.text
 
 
 async def replay_failed(
     backend: Backend,
     store: Store,
     endpoints: Mapping[str, Endpoint],
-    client: httpx.AsyncClient,
+    client: Http,
     only_endpoint: str | None = None,
     clock: Callable[[], float] = time.time,
 ) -> list[tuple[str, str, int | None, str]]:

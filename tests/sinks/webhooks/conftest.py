@@ -10,12 +10,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import yaml
 
 from sinks.webhooks.endpoints import resolve_endpoints
 from sinks.webhooks.formats import Renderer
+from sinks.webhooks.http import Http
 from sinks.webhooks.notifier import Notifier
 from sinks.webhooks.routing import load_alerts
 from sinks.webhooks.store import Store
@@ -103,7 +103,6 @@ FAST_DELIVERY = {
 @pytest.fixture
 def make_notifier(tmp_path: Path) -> Callable[..., Notifier]:
     """A notifier over a fresh store for `alerts` (an alerts: section) with fast retries."""
-    clients: list[httpx.AsyncClient] = []
 
     def make(
         alerts: dict[str, Any], secrets: str = "", store_name: str = "alerts.sqlite", **kwargs: Any
@@ -112,8 +111,7 @@ def make_notifier(tmp_path: Path) -> Callable[..., Notifier]:
         defs = defs_with(alerts)
         config = load_alerts(defs)
         endpoints = resolve_endpoints(config, {"TEST_SECRETS": secrets})
-        client = httpx.AsyncClient()
-        clients.append(client)
+        client = Http()
         return Notifier(
             defs,
             config,
