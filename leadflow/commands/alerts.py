@@ -65,13 +65,25 @@ def alerts(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = build_settings()
     defs, config, endpoints = _load(settings)
+    from leadflow.commands.db import backend_for
+    from sinks.clickhouse.backend import NETWORK_ERRORS
+    from sinks.clickhouse.migrate import migrate
+
+    def connect() -> Backend:
+        made = backend_for(settings)
+        migrate(made)
+        return made
+
     backend: Backend | None = None
     if clickhouse:
-        from leadflow.commands.db import backend_for
-        from sinks.clickhouse.migrate import migrate
-
-        backend = backend_for(settings)
-        migrate(backend)
+        try:
+            backend = connect()
+        except (LeadflowError, *NETWORK_ERRORS) as exc:
+            logging.getLogger("leadflow.alerts").warning(
+                "ClickHouse unreachable (%s): alerts are sent anyway; given-up deliveries wait "
+                "in the store until it answers",
+                exc,
+            )
     if settings.alerts_metrics_port:
         start_http_server(settings.alerts_metrics_port, addr=settings.host)
     store = Store(_store_path(settings, group))
@@ -95,6 +107,7 @@ def alerts(
                 Renderer(defs, settings.dashboard_url),
                 client,
                 backend,
+                connect if clickhouse else None,
             )
             await notifier.run(consumer, stop)
         finally:

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer
 
+from schemas.errors import LeadflowError
 from schemas.registry import SchemaError
 from schemas.serde import decode_record
 from sinks.clickhouse.backend import NETWORK_ERRORS, Backend
@@ -77,6 +78,7 @@ class Notifier:
         renderer: Renderer,
         client: Http,
         backend: Backend | None = None,
+        connect: Callable[[], Backend] | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
     ) -> None:
@@ -87,6 +89,7 @@ class Notifier:
         self.renderer = renderer
         self.client = client
         self.backend = backend
+        self.connect = connect  # makes `backend` (migrated) when ClickHouse was away at start
         self.clock = clock
         self.rng = rng or random.Random()
         self._in_flight: dict[str, set[str]] = {name: set() for name in endpoints}
@@ -411,10 +414,18 @@ class Notifier:
 
     async def report(self) -> int:
         """Write given-up messages to `alert_deliveries`; kept for later while ClickHouse is down."""
-        if self.backend is None:
-            return 0
         messages = self.store.unreported()
         if not messages:
+            return 0
+        if self.backend is None and self.connect is not None:
+            try:
+                self.backend = await asyncio.to_thread(self.connect)
+            except (LeadflowError, *NETWORK_ERRORS) as exc:
+                log.warning(
+                    "ClickHouse unreachable (%s); %d delivery rows kept", exc, len(messages)
+                )
+                return 0
+        if self.backend is None:
             return 0
         rows = []
         for message in messages:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sinks.clickhouse.backend import Backend, ChdbBackend, ServerBackend
 from sinks.webhooks import deliveries
 
@@ -43,3 +45,46 @@ def test_alert_deliveries_on_18_16(server_backend: ServerBackend) -> None:
 
 def test_alert_deliveries_on_the_current_engine(chdb_loaded: ChdbBackend) -> None:
     _round_trip(chdb_loaded)  # migrated with every migration, 005 included
+
+
+def test_given_up_messages_wait_while_clickhouse_is_away(
+    server_backend: ServerBackend, make_notifier: Any
+) -> None:
+    import asyncio
+
+    from sinks.clickhouse.backend import ClickHouseUnavailable
+
+    from .conftest import serve_until, sla_record, standard_endpoint
+    from .receiver import Receiver, new_secret
+
+    secret = new_secret()
+    receiver = Receiver(secrets=[secret], default=400)
+    away = [True]
+
+    def connect() -> ServerBackend:
+        if away[0]:
+            raise ClickHouseUnavailable("ClickHouse does not answer")
+        return server_backend
+
+    async def scenario() -> None:
+        await receiver.start()
+        try:
+            alerts = {
+                "endpoints": {"hook": standard_endpoint(receiver.url)},
+                "teams": {"emea": ["hook"]},
+                "marketing_owner": "mkt-owner",
+            }
+            notifier = make_notifier(alerts, secrets=secret, connect=connect)
+            notifier.ingest([sla_record("ch1", "breached", "breached")])
+            await serve_until(notifier, lambda: bool(notifier.store.unreported()))
+            assert await notifier.report() == 0  # ClickHouse away: kept
+            assert len(notifier.store.unreported()) == 1
+            away[0] = False
+            assert await notifier.report() == 1
+            assert notifier.store.unreported() == []
+        finally:
+            await receiver.stop()
+
+    asyncio.run(scenario())
+    (row,) = deliveries.failed(server_backend)
+    assert (row["status"], row["last_status_code"]) == ("rejected", 400)
