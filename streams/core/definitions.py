@@ -81,6 +81,7 @@ class Definitions:
     default_team_id: str
     correction_window_days: int
     dedupe_ids_per_lead: int = 1000
+    history_max_entries: int = 500
     # derived once from the fields above, for the per-event SLA code
     sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
     correction_window: timedelta = field(init=False, repr=False, compare=False)
@@ -373,7 +374,12 @@ def _build(data: object) -> Definitions:
     lifecycle = _map(
         d.get("lifecycle", {}),
         "lifecycle",
-        {"recycle_reasons", "correction_window_days", "dedupe_ids_per_lead"},
+        {
+            "recycle_reasons",
+            "correction_window_days",
+            "dedupe_ids_per_lead",
+            "history_max_entries",
+        },
         set(),
     )
     recycle = frozenset(_list(lifecycle.get("recycle_reasons", []), "lifecycle.recycle_reasons"))
@@ -421,5 +427,8 @@ def _build(data: object) -> Definitions:
         ),
         dedupe_ids_per_lead=_int(
             lifecycle.get("dedupe_ids_per_lead", 1000), "lifecycle.dedupe_ids_per_lead", 1
+        ),
+        history_max_entries=_int(
+            lifecycle.get("history_max_entries", 500), "lifecycle.history_max_entries", 2
         ),
     )
