@@ -33,6 +33,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "owner_id",
         "team_id",
         "definitions_version",
+        "revision",
+        "deleted",
     ),
     tables.LEAD_STATE: (
         "record_id",
@@ -80,6 +82,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "at",
         "definitions_version",
         "version",
+        "deleted",
     ),
     tables.ATTRIBUTION: (
         "record_id",
@@ -97,6 +100,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "amount_minor",
         "currency",
         "definitions_version",
+        "revision",
+        "deleted",
     ),
     tables.DEAD_LETTERS: (
         "record_id",
@@ -130,16 +135,6 @@ TIME_COLUMNS = frozenset(
         "touch_at",
     }
 )
-# Order of SLA changes at the same instant, so the latest status wins in ReplacingMergeTree.
-_SLA_RANK = {
-    "started": 0,
-    "warned": 1,
-    "met": 2,
-    "breached": 3,
-    "escalated": 4,
-    "cancelled": 5,
-    "corrected": 6,
-}
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -160,11 +155,20 @@ def _generic(table: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     return to_row
 
 
-def _sla_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    at = parse_time(record["at"])
-    assert at is not None
-    version = int(at.timestamp()) * 16 + _SLA_RANK.get(str(record["event"]), 7)
-    return _generic(tables.SLA)({**record, "version": version})
+def _versioned(table: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """Rows of a versioned table: `deleted` as 0/1; SLA rows keep the revision as `version`."""
+    generic = _generic(table)
+
+    def to_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+        extra = {
+            "deleted": 1 if record.get("deleted") else 0,
+            "revision": record.get("revision", 0),
+        }
+        if table == tables.SLA:
+            extra["version"] = record.get("revision", 0)
+        return generic({**record, **extra})
+
+    return to_row
 
 
 def _lead_state_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -185,10 +189,10 @@ def event_row(event: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 MAPPERS: dict[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] = {
-    tables.TRANSITIONS: _generic(tables.TRANSITIONS),
+    tables.TRANSITIONS: _versioned(tables.TRANSITIONS),
     tables.LEAD_STATE: _lead_state_row,
-    tables.SLA: _sla_row,
-    tables.ATTRIBUTION: _generic(tables.ATTRIBUTION),
+    tables.SLA: _versioned(tables.SLA),
+    tables.ATTRIBUTION: _versioned(tables.ATTRIBUTION),
     tables.DEAD_LETTERS: _generic(tables.DEAD_LETTERS),
     tables.EVENTS: event_row,
 }
