@@ -92,7 +92,7 @@ def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     if isinstance(message, Absorb):
         return _admit(state, message.survivor_id, message, _entry_id(message), defs)
     if isinstance(message, Stitch):
-        return _apply_all(state, stitched_touches(message), defs)
+        return _apply_all(state, message.lead_id, stitched_touches(message), defs)
     raise TypeError(f"{type(message).__name__} is addressed to an anonymous key")
 
 
@@ -114,17 +114,42 @@ def stitched_touches(message: Stitch) -> list[Event]:
     ]
 
 
-def _apply_all(state: LeadState | None, events: list[Event], defs: Definitions) -> Step:
-    outputs: list[Record] = []
-    forwards: list[Message] = []
-    ignored = None
-    for event in events:
-        step = apply(state, event, defs)
-        state = step.state
-        outputs.extend(step.outputs)
-        forwards.extend(step.forwards)
-        ignored = ignored or step.ignored
-    return Step(state, tuple(outputs), tuple(forwards), None if outputs else ignored)
+def _apply_all(
+    state: LeadState | None, lead_id: str, events: list[Event], defs: Definitions
+) -> Step:
+    """Several events of one lead at once (a stitch): appended one by one while they sort
+    last, else merged into the history together and folded once."""
+    state = state or LeadState(lead_id)
+    fresh = sorted((e for e in events if e.event_id not in state.seen), key=entry_key)
+    if not fresh:
+        return Step(state, ignored="duplicate")
+    last = state.history[-1] if state.history else None
+    sorts_last = (last is None or entry_key(fresh[0]) > entry_key(last)) and (
+        state.timer_at is None or fresh[0].occurred_at > state.timer_at
+    )
+    if state.erased or state.merged_into is not None or sorts_last:
+        outputs: list[Record] = []
+        forwards: list[Message] = []
+        ignored = None
+        current: LeadState | None = state
+        for event in fresh:
+            step = apply(current, event, defs)
+            current = step.state
+            outputs.extend(step.outputs)
+            forwards.extend(step.forwards)
+            ignored = ignored or step.ignored
+        return Step(current, tuple(outputs), tuple(forwards), None if outputs else ignored)
+    if state.horizon_at is not None and fresh[0].occurred_at <= state.horizon_at:
+        late = [e for e in fresh if e.occurred_at <= state.horizon_at]
+        rest = [e for e in fresh if e.occurred_at > state.horizon_at]
+        step = _apply_all(state, lead_id, rest, defs) if rest else Step(state)
+        reason = apply(step.state, late[0], defs).ignored
+        return Step(step.state, step.outputs, step.forwards, reason)
+    history = tuple(sorted((*state.history, *fresh), key=entry_key))
+    seen = state.seen
+    for event in fresh:
+        seen = remember(seen, event.event_id, defs.dedupe_ids_per_lead)
+    return _refolded(state, history, seen, fresh[-1].occurred_at, defs)
 
 
 def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
@@ -244,46 +269,83 @@ def _append(state: LeadState, entry: Entry, key: str, defs: Definitions) -> Step
         if due is not None and due < entry.occurred_at:
             state, ticked = _tick(state, entry.occurred_at - _EPSILON, defs)
             outputs.extend(ticked)
+    seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+    if type(entry) is Event and state.merged_into is None and not state.erased:
+        # the hot path: one draft for the event, its history and its revisions
+        draft = LeadDraft(state)
+        if state.clock is None or entry.occurred_at > state.clock:
+            draft.clock = entry.occurred_at
+        changes = _Changes()
+        _apply_event(draft, entry, defs, changes)
+        draft.seen = seen
+        draft.history = (*state.history, entry)
+        _compact(draft, defs)
+        outputs.extend(changes.outputs)
+        _stamp(draft, outputs)
+        return Step(draft.freeze(), tuple(outputs), tuple(changes.forwards), changes.ignored)
     step = _step(state, entry, defs)
     after = step.state
     assert after is not None
     outputs.extend(step.outputs)
     draft = LeadDraft(after)
-    draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+    draft.seen = seen
     if step.ignored != "merged":  # forwarded to the survivor: kept there, not here
         draft.history = (*state.history, entry)
         _compact(draft, defs)
-    return _finish(draft.freeze(), outputs, step.forwards, step.ignored)
+    _stamp(draft, outputs)
+    return Step(draft.freeze(), tuple(outputs), step.forwards, step.ignored)
+
+
+def _stamp(draft: LeadDraft, outputs: Sequence[Record]) -> None:
+    """Give each output the lead's next revision (what downstream keeps the highest of)."""
+    revision = draft.revision
+    for record in outputs:
+        revision += 1
+        object.__setattr__(record, "revision", revision)
+    draft.revision = revision
 
 
 def _refold(
     state: LeadState, entry: Entry, key: str, replaced: Entry | None, defs: Definitions
 ) -> Step:
-    """Fold the history again with `entry` in its place; emit what changed (upserts, corrections
-    of SLA outcomes, retractions of what no longer holds)."""
+    """Fold the history again with `entry` in its place (module docstring)."""
     kept = [e for e in state.history if e is not replaced]
     order = entry_key(entry)
     position = len(kept)
     while position and entry_key(kept[position - 1]) > order:
         position -= 1
     history = (*kept[:position], entry, *kept[position:])
+    seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+    return _refolded(state, history, seen, entry.occurred_at, defs)
+
+
+def _refolded(
+    state: LeadState,
+    history: tuple[Entry, ...],
+    seen: Mapping[str, None],
+    latest_at: datetime,
+    defs: Definitions,
+) -> Step:
+    """`state` with `history` folded from its base; emit what changed (upserts, corrections of
+    SLA outcomes, retractions of what no longer holds)."""
     base = state.base or LeadState(state.lead_id)
     before, old_outputs, old_forwards = _fold(base, state.history, state.timer_at, defs)
     after, new_outputs, new_forwards = _fold(base, history, state.timer_at, defs)
-    stamp = max(filter(None, (state.clock, state.timer_at, entry.occurred_at)))
+    stamp = max(filter(None, (state.clock, state.timer_at, latest_at)))
     outputs = _changes(old_outputs, new_outputs, stamp)
     forwards = tuple(f for f in new_forwards if f not in old_forwards)
     draft = LeadDraft(after)
     draft.history = history
     draft.base = state.base
     draft.horizon_at = state.horizon_at
-    draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+    draft.seen = seen
     draft.revision = state.revision
     draft.version = state.version + (1 if outputs or before != after else 0)
     if state.timer_at is not None and (draft.timer_at is None or draft.timer_at < state.timer_at):
         draft.timer_at = state.timer_at
     _compact(draft, defs)
-    return _finish(draft.freeze(), outputs, forwards, None)
+    _stamp(draft, outputs)
+    return Step(draft.freeze(), tuple(outputs), forwards, None)
 
 
 def _fold(
@@ -377,15 +439,11 @@ def _finish(
     forwards: Sequence[Message],
     ignored: str | None,
 ) -> Step:
-    """Stamp each output with the lead's next revision (what downstream keeps the highest of)."""
+    """`state` with its outputs stamped (`_stamp`)."""
     if not outputs:
         return Step(state, (), tuple(forwards), ignored)
-    revision = state.revision
-    for record in outputs:
-        revision += 1
-        object.__setattr__(record, "revision", revision)
     draft = LeadDraft(state)
-    draft.revision = revision
+    _stamp(draft, outputs)
     return Step(draft.freeze(), tuple(outputs), tuple(forwards), ignored)
 
 
