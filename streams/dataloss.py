@@ -139,7 +139,7 @@ class BrokerProbe:
     async def stop(self) -> None:
         if self._started and self._consumer is not None:
             try:
-                await asyncio.wait_for(self._consumer.stop(), self._timeout_s)
+                await asyncio.wait_for(self._consumer.stop(), 1.0)
             except Exception:  # noqa: BLE001 — stopping anyway
                 pass
 

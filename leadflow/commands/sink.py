@@ -21,7 +21,7 @@ from streams.dataloss import BrokerProbe
 # After SIGTERM/SIGINT the sink exits within this, whatever the broker and ClickHouse do: each
 # step of a stop is bounded (SinkConfig), this is the last resort. Leaving then is what a kill
 # does: nothing more is committed, the held rows are read again after a restart.
-STOP_DEADLINE_S = 9.0
+STOP_DEADLINE_S = 9.5
 
 
 @app.command()
@@ -63,11 +63,11 @@ def sink(
                 probe=probe,
             ).run(stop)
         finally:
-            await probe.stop()
             try:  # leaving the group: not worth a hang when the broker is gone
-                await asyncio.wait_for(consumer.stop(), 3.0)
+                await asyncio.wait_for(consumer.stop(), 2.0)
             except Exception:  # noqa: BLE001
                 pass
+            await probe.stop()
 
     asyncio.run(main())
 

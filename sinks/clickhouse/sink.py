@@ -62,8 +62,8 @@ class SinkConfig:
     linger_s: float = 1.0
     retry_initial_s: float = 0.2
     retry_max_s: float = 10.0
-    stop_flush_s: float = 3.0  # after a stop: how long to keep trying to insert what is held
-    commit_timeout_s: float = 3.0  # a commit the broker does not answer is given up (re-delivery)
+    stop_flush_s: float = 2.5  # after a stop: how long to keep trying to insert what is held
+    commit_timeout_s: float = 2.5  # a commit the broker does not answer is given up (re-delivery)
     check_interval_s: float = 2.0  # how often to look for broker data loss (0: never)
 
 
@@ -328,7 +328,10 @@ class ClickHouseSink:
             elif due:
                 last_flush = self.clock()
         if await self.flush(stop) is not None:
-            await self.commit()
+            try:  # the whole last commit, data-loss check included, within one bound
+                await asyncio.wait_for(self.commit(), self.config.commit_timeout_s)
+            except TimeoutError:
+                log.warning("stopping: the broker did not take the last commit in time")
 
     async def commit(self) -> None:
         """Commit the consumed positions (everything consumed is inserted by now); a broker
