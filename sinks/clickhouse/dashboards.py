@@ -213,9 +213,11 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "barchart",
             ),
             Panel(
-                "Dead letters by source",
-                "SELECT ifNull(source_topic, 'replay file') AS source, error_class, count() AS letters "
-                "FROM dead_letters FINAL GROUP BY source, error_class ORDER BY letters DESC",
+                "Dead letters by upstream topic and reason",
+                "SELECT ifNull(source_topic, 'replay file') AS source, "
+                "splitByChar(':', reason)[1] AS reason_kind, error_class, count() AS letters "
+                "FROM dead_letters FINAL GROUP BY source, reason_kind, error_class "
+                "ORDER BY letters DESC",
             ),
             Panel(
                 "Freshness: newest record per table",
