@@ -81,7 +81,7 @@ class Definitions:
     default_team_id: str
     correction_window_days: int
     dedupe_ids_per_lead: int = 1000
-    history_max_entries: int = 500
+    history_max_entries: int = 64
     # derived once from the fields above, for the per-event SLA code
     sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
     correction_window: timedelta = field(init=False, repr=False, compare=False)
@@ -429,6 +429,6 @@ def _build(data: object) -> Definitions:
             lifecycle.get("dedupe_ids_per_lead", 1000), "lifecycle.dedupe_ids_per_lead", 1
         ),
         history_max_entries=_int(
-            lifecycle.get("history_max_entries", 500), "lifecycle.history_max_entries", 2
+            lifecycle.get("history_max_entries", 64), "lifecycle.history_max_entries", 2
         ),
     )
