@@ -40,6 +40,18 @@ def _rate(num: str, den: str) -> str:
     return f"{num} / greatest({den}, 1)"
 
 
+# One row per recycled lead: its team, its first recycle and its first return to the funnel
+# after it (0: not back), in epoch seconds. A return is any move out of `recycled` into the
+# funnel (mostly a re-MQL; a sales event can jump over mql, which then counts as skipped).
+_RECYCLED = (
+    "SELECT lead_id, any(team_id) AS team_id, "
+    "minIf(toUInt32(at), to_stage = 'recycled') AS recycled_s, "
+    f"minIf(toUInt32(at), ifNull(from_stage, '') = 'recycled' AND has({FUNNEL}, to_stage)) AS back_s "
+    "FROM transitions FINAL WHERE $__timeFilter(at) GROUP BY lead_id "
+    "HAVING countIf(to_stage = 'recycled') > 0"
+)
+_DAYS_BACK = "(back_s - recycled_s) / 86400"
+
 COMPLIANCE = _rate("countIf(status = 'met')", "countIf(status IN ('met', 'breached'))")
 
 
@@ -101,6 +113,38 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "MQLs delivered vs target (marketing's SLA)",
                 "SELECT team_id AS team, toDate(started_at) AS week, actual AS mqls, target, status "
                 "FROM sla_current WHERE policy = 'mql_weekly_target' AND $__timeFilter(started_at) ORDER BY week, team",
+            ),
+            Panel(
+                "Recycled leads coming back, by team",
+                "SELECT ifNull(team_id, '-') AS team, count() AS recycled, "
+                "countIf(back_s > 0) AS came_back, "
+                f"{_rate('countIf(back_s > 0)', 'count()')} AS recycled_to_mql, "
+                # NULL, not nan, for a team none of whose recycled leads came back
+                f"if(came_back > 0, quantileIf(0.5)({_DAYS_BACK}, back_s > 0), NULL) AS median_days, "
+                f"if(came_back > 0, quantileIf(0.9)({_DAYS_BACK}, back_s > 0), NULL) AS p90_days "
+                f"FROM ({_RECYCLED}) GROUP BY team ORDER BY team",
+                ratio_columns=("recycled_to_mql",),
+                description="Leads sales recycled, how many re-qualified later and after how "
+                "many days (a recycle resets engagement; a cool-off lets only a hand-raiser back).",
+            ),
+            Panel(
+                "Recycled leads: days from recycle to return",
+                "SELECT multiIf(back_s = 0, 6, back_s - recycled_s < 14 * 86400, 1, "
+                "back_s - recycled_s < 30 * 86400, 2, back_s - recycled_s < 60 * 86400, 3, "
+                "back_s - recycled_s < 90 * 86400, 4, 5) AS bucket, "
+                "multiIf(bucket = 1, '0-13 days', bucket = 2, '14-29 days', bucket = 3, '30-59 days', "
+                "bucket = 4, '60-89 days', bucket = 5, '90+ days', 'not back (yet)') AS back_after, "
+                f"count() AS leads FROM ({_RECYCLED}) GROUP BY bucket, back_after ORDER BY bucket",
+                "barchart",
+            ),
+            Panel(
+                "MQLs per week: first and returning (re-MQL)",
+                "SELECT toMonday(at) AS week, ifNull(team_id, '-') AS team, "
+                "countIf(episode = 1) AS first_mqls, countIf(episode > 1) AS re_mqls "
+                "FROM transitions FINAL WHERE to_stage = 'mql' AND $__timeFilter(at) "
+                "GROUP BY week, team ORDER BY week, team",
+                description="Every MQL counts toward marketing's weekly target; re-MQLs are "
+                "recycled leads that re-engaged.",
             ),
             Panel(
                 "Definitions version in use",

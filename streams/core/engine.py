@@ -44,7 +44,7 @@ from streams.core.records import (
     iso_z,
     record_id,
 )
-from streams.core.scoring import engagement_points, fit_points, is_mql
+from streams.core.scoring import engagement_points, fit_points, is_mql, is_re_mql
 from streams.core.state import LeadDraft, LeadState, Touch, remember, touch_of
 
 if TYPE_CHECKING:
@@ -57,7 +57,6 @@ _SALES_SIGNALS = {
     EventType.DEAL_WON: Signal.WON,
     EventType.DEAL_LOST: Signal.LOST,
 }
-_MQL_ELIGIBLE = (Stage.INQUIRY, Stage.RECYCLED)
 
 
 class Step(NamedTuple):
@@ -510,7 +509,9 @@ def snapshot(state: LeadState, defs: Definitions) -> LeadStateSnapshot | None:
     assert at is not None, "a lead with a stage or a fate has seen a message"
     touches = state.touches
     first = min(touches, key=_touch_order) if touches else None
-    engagement = engagement_points(touches, at, defs.scoring) if touches else 0
+    engagement = (
+        engagement_points(touches, at, defs.scoring, after=state.recycled_at) if touches else 0
+    )
     return LeadStateSnapshot(
         record_id=record_id(state.lead_id, "state", state.version),
         lead_id=state.lead_id,
@@ -658,6 +659,8 @@ def _move(
         d.inquiry_at = at
     if move.to_stage is Stage.MQL:
         d.mql_at = at
+    elif move.to_stage is Stage.RECYCLED:
+        d.recycled_at = at
 
 
 def _check_mql(
@@ -668,9 +671,22 @@ def _check_mql(
     defs: Definitions,
     ch: _Changes,
 ) -> None:
-    """Only leads that can become MQL are scored here (most events are for other leads)."""
-    if d.stage in _MQL_ELIGIBLE and is_mql(d.fit_score, d.touches, at, touch_type, defs.scoring):
-        _move(d, Signal.MQL, event_id, at, None, defs, ch)
+    """Only leads that can become MQL are scored here (most events are for other leads); a
+    recycled lead must re-engage (scoring.is_re_mql)."""
+    stage = d.stage
+    if stage is Stage.INQUIRY:
+        if not is_mql(d.fit_score, d.touches, at, touch_type, defs.scoring):
+            return
+    elif stage is Stage.RECYCLED:
+        recycled_at = d.recycled_at or d.stage_entered_at
+        assert recycled_at is not None, "a lead with a stage entered it at some time"
+        if not is_re_mql(
+            d.fit_score, d.touches, at, touch_type, defs.scoring, recycled_at, defs.recycle_cooldown
+        ):
+            return
+    else:
+        return
+    _move(d, Signal.MQL, event_id, at, None, defs, ch)
 
 
 def _start_slas(d: LeadDraft, event_id: str, at: datetime, defs: Definitions, ch: _Changes) -> None:
