@@ -32,6 +32,7 @@ def build_settings(**overrides: object) -> Settings:
 def _register_commands() -> None:
     # Each module adds its commands to `app`; one import line per module.
     from leadflow.commands import (  # noqa: F401
+        alerts,
         db,
         demo,
         generate,

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     input_format: str = "avro"  # `avro`, `json`, or e.g. `avro,touches=json` (streams.topics)
     metrics_port: int = 9363  # the ClickHouse sink's /metrics
     worker_metrics_port: int = 9364  # the worker's /metrics (0: not served)
+    alerts_metrics_port: int = 9365  # the alert notifier's /metrics (0: not served)
+    dashboard_url: str = "http://127.0.0.1:3000"  # Grafana base URL in alert links
 
     @property
     def bootstrap(self) -> str:

@@ -57,3 +57,24 @@ BROKER_DATA_LOSS = Counter(
     "Times this process found the broker had lost topics, records or committed offsets",
     ["process"],
 )
+# The alert notifier (`leadflow alerts`, served on LEADFLOW_ALERTS_METRICS_PORT). Endpoints are
+# labelled by their configured name, never by URL.
+ALERT_DELIVERIES = Counter(
+    "leadflow_alert_deliveries_total",
+    "Delivery attempts of alert messages by endpoint and outcome "
+    "(sent, retry, rejected, disabled, exhausted)",
+    ["endpoint", "outcome"],
+)
+ALERT_SUPPRESSED = Counter(
+    "leadflow_alert_suppressed_total",
+    "Alerts not sent because the instance had moved on (met, corrected, cancelled, ...)",
+    ["reason"],
+)
+ALERT_PENDING_RETRIES = Gauge(
+    "leadflow_alert_pending_retries", "Alert messages waiting for another delivery attempt"
+)
+ALERT_DELAY_SECONDS = Histogram(
+    "leadflow_alert_delivery_delay_seconds",
+    "From the SLA instant (warn time, deadline + grace, escalation time) to the endpoint's 2xx",
+    buckets=(0.1, 0.25, 0.5, 1.0, 1.5, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 3600.0),
+)

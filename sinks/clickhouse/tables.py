@@ -13,6 +13,7 @@ DEAD_LETTERS = "dead_letters"
 TRANSITIONS_CURRENT = "transitions_current"
 SLA_CURRENT = "sla_current"
 ATTRIBUTION_CURRENT = "attribution_current"
+ALERT_DELIVERIES = "alert_deliveries"  # sinks/webhooks/deliveries.py
 
 # output record kind (streams.core.records.OutputKind / replay file) -> table
 TABLE_OF_KIND = {

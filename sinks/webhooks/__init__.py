@@ -1,1 +1,1 @@
-"""Alert webhooks: formats, routing, delivery."""
+"""The alert notifier: SLA records → the right people's Slack, Teams and Standard Webhooks endpoints."""

@@ -83,6 +83,8 @@ class Definitions:
     dedupe_ids_per_lead: int = 1000
     history_max_entries: int = 64
     recycle_cooldown_days: int = 14
+    # the raw `alerts:` section, kept for the notifier (sinks/webhooks/routing.py validates it)
+    alerts: Mapping[str, Any] | None = None
     # derived once from the fields above, for the per-event SLA code
     sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
     correction_window: timedelta = field(init=False, repr=False, compare=False)
@@ -429,6 +431,7 @@ def _build(data: object, public_holidays: PublicHolidays | None) -> Definitions:
             "lifecycle",
             "sla",
             "attribution",
+            "alerts",
         },
         {"teams", "scoring", "sla"},
     )
@@ -504,6 +507,9 @@ def _build(data: object, public_holidays: PublicHolidays | None) -> Definitions:
         half_life_days=_num(a.get("half_life_days", 7), "attribution.half_life_days", strict=True),
         models=models,
     )
+    alerts = d.get("alerts")
+    if alerts is not None and not isinstance(alerts, dict):
+        raise _fail("alerts", "must be a mapping")
     canonical = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
     if public_holidays is not None and any(
         isinstance(team, dict)
@@ -535,4 +541,5 @@ def _build(data: object, public_holidays: PublicHolidays | None) -> Definitions:
         recycle_cooldown_days=_int(
             lifecycle.get("recycle_cooldown_days", 14), "lifecycle.recycle_cooldown_days"
         ),
+        alerts=MappingProxyType(alerts) if alerts is not None else None,
     )

@@ -35,11 +35,17 @@ def _ddl_columns(backend: Backend, table: str) -> list[str]:
 def test_migrations_apply_on_18_16_and_are_idempotent(server: ServerBackend) -> None:
     assert migrate(server) == [m.name for m in migrations()]
     assert migrate(server) == []
-    assert {r[0] for r in server.execute("SHOW TABLES")} >= set(tables.TABLE_OF_KIND.values())
+    assert {r[0] for r in server.execute("SHOW TABLES")} >= {
+        *tables.TABLE_OF_KIND.values(),
+        tables.ALERT_DELIVERIES,
+    }
 
 
 def test_migrations_apply_on_the_current_engine(chdb_loaded: ChdbBackend) -> None:
-    assert {r[0] for r in chdb_loaded.execute("SHOW TABLES")} >= set(tables.TABLE_OF_KIND.values())
+    assert {r[0] for r in chdb_loaded.execute("SHOW TABLES")} >= {
+        *tables.TABLE_OF_KIND.values(),
+        tables.ALERT_DELIVERIES,
+    }
 
 
 def test_a_changed_applied_migration_is_refused(server: ServerBackend, tmp_path: Path) -> None:
