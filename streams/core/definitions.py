@@ -257,7 +257,7 @@ def _closed_days(value: object, path: str, source: PublicHolidays | None) -> Clo
                         raise _fail(
                             f"{path}.skip[{i}]",
                             f"{country}{'-' + subdivision if subdivision else ''} has no holiday "
-                            f"named {name!r} in 2020–2040; one of {sorted(known)}",
+                            f"named {name!r} (a typo would skip nothing); one of {sorted(known)}",
                         )
         except UnknownHolidayRegion as exc:
             raise _fail(f"{path}.{exc.key}", str(exc)) from None

@@ -58,7 +58,7 @@ def test_any_change_changes_the_version() -> None:
         (
             ("teams", 1, "holidays", "skip", 0),
             "Lincolns Birthday",
-            "teams[1].holidays.skip[0]: US-NY has no holiday named 'Lincolns Birthday'",
+            "teams[1].holidays.skip[0]: US-NY has no holiday named 'Lincolns Birthday' (a typo",
         ),
         (("teams", 0, "holidays", "colour"), "red", "teams[0].holidays.colour: unknown key"),
         (
