@@ -39,9 +39,9 @@ EVENT_SCHEMAS: dict[str, str] = {
     "deal_lost": "io.leadflow.events.v1.DealLost",
 }
 RECORD_SCHEMAS: dict[str, str] = {
-    "transition": "io.leadflow.outputs.v1.Transition",
-    "sla": "io.leadflow.outputs.v1.SlaRecord",
-    "attribution": "io.leadflow.outputs.v1.AttributionCredit",
+    "transition": "io.leadflow.outputs.v2.Transition",
+    "sla": "io.leadflow.outputs.v2.SlaRecord",
+    "attribution": "io.leadflow.outputs.v2.AttributionCredit",
     "lead_state": "io.leadflow.outputs.v1.LeadStateSnapshot",
     "dead_letter": "io.leadflow.outputs.v1.DeadLetter",
 }

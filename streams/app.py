@@ -13,7 +13,10 @@ import asyncio
 import copyreg
 import io
 import logging
+import os
 import signal
+import sys
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -25,7 +28,7 @@ from faust.stores.rocksdb import Store as RocksDBStore
 from faust.types import TP
 
 from schemas.errors import LeadflowError
-from streams import bulk, ordering, tansu, topics
+from streams import bulk, dataloss, ordering, sending, tansu, topics
 from streams.core.definitions import Definitions
 from streams.core.sla import WeeklyMqlTally
 from streams.core.state import AnonymousState, LeadState
@@ -65,16 +68,64 @@ for _cls, _names in _SLOTS.items():
     )
 
 
+# After SIGTERM/SIGINT the worker exits within this, whatever the broker does. Faust's own stop
+# waits on the broker (commit, leave group, producer flush) with long timeouts; leaving at the
+# deadline is what SIGKILL does, which the recovery tests show is safe: every output was
+# acknowledged before its input was acked, and only acked input is ever committed.
+STOP_DEADLINE_S = 8.0
+EXIT_DATA_LOSS = 2
+
+
 class Worker(faust.Worker):
-    """Faust's worker without its terminal spinner.
+    """Faust's worker without its terminal spinner, with a bounded stop and a non-zero exit
+    after broker data loss.
 
     At log levels WARN and above Faust installs a spinner that lowers the root logger to DEBUG,
     so every debug call in aiokafka builds a log record (~6 % of the worker's time profiled).
     """
 
+    data_loss: str | None = None  # set (once) by the data-loss watch before it stops the worker
+
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
         self.spinner = None
         super().on_setup_root_logger(logger, level)
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        if not self._signal_stop_time:
+            timer = threading.Timer(STOP_DEADLINE_S, _exit_now)
+            timer.daemon = True
+            timer.start()
+        super()._schedule_shutdown(signal)
+
+    def execute_from_commandline(self) -> Any:
+        try:
+            super().execute_from_commandline()
+        except SystemExit as exc:
+            if Worker.data_loss is not None:
+                raise SystemExit(EXIT_DATA_LOSS) from None
+            raise exc
+
+
+def _exit_now() -> None:
+    print(
+        f"leadflow worker: not stopped within {STOP_DEADLINE_S:.0f} s (broker unreachable?); "
+        "exiting without further commits",
+        file=sys.stderr,
+        flush=True,
+    )
+    os._exit(EXIT_DATA_LOSS if Worker.data_loss is not None else 3)
+
+
+def stop_for_data_loss(reason: str) -> None:
+    """Broker data loss: count it, say it in one line, refuse every further send and stop the
+    worker as SIGTERM does (exit code 2). Idempotent."""
+    if Worker.data_loss is not None:
+        return
+    error = dataloss.report("the worker", reason)
+    Worker.data_loss = str(error)
+    sending.refuse(str(error))
+    log.error("%s", error)
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 class CoPartitioningError(LeadflowError):
@@ -100,6 +151,7 @@ class WorkerConfig:
     batch_size: int = 500  # events per batch handed to the pipeline
     batch_window_s: float = 0.01  # longest wait for a batch to fill
     exact_end_offsets: bool = True  # the Tansu recovery fix (streams/tansu.py); off: diagnostics
+    data_loss_check_s: float = 2.0  # how often to look for broker data loss (streams/dataloss.py)
     # static group membership: a worker restarted with the same id takes its partitions back at
     # once instead of after the old session expires; unique per running worker (None: dynamic)
     instance_id: str | None = None
@@ -257,6 +309,31 @@ def create_app(config: WorkerConfig, defs: Definitions) -> faust.App:
         waits for."""
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGUSR1, _log_task_stacks)
+
+    watched = {
+        *(name(t) for t in (*topics.INPUT_TOPICS, *topics.OUTPUT_TOPICS, topics.DLQ)),
+        internal_topic.get_topic_name(),
+        *(table.changelog_topic.get_topic_name() for table in tables.values()),
+    }
+    detector = dataloss.DataLossDetector()
+    probe = dataloss.BrokerProbe(config.bootstrap, config.app_id)
+
+    @app.timer(config.data_loss_check_s)
+    async def watch_for_broker_data_loss() -> None:
+        """Stop when the broker lost our topics, our group's offsets or records (dataloss.py)."""
+        existing = await probe.topics()
+        assigned = [
+            (tp.topic, tp.partition)
+            for tp in app.consumer.assignment()
+            if tp.topic in input_names or tp.topic == internal_topic.get_topic_name()
+        ]
+        committed = await probe.committed(assigned)
+        highwater = {tp: _highwater(app, TP(*tp)) for tp in assigned}
+        reason = detector.verdict(watched, existing, committed, highwater)
+        if reason is not None:
+            stop_for_data_loss(reason)
+
+    sending.on_data_loss(stop_for_data_loss)
 
     @app.task
     async def check_co_partitioning() -> None:

@@ -1,4 +1,4 @@
-"""Reading the shared definitions YAML file (I/O and parsing stay out of the pure core)."""
+"""Reading the definitions YAML file: I/O, parsing and the `holidays` library stay out of the core."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import yaml
 
 from streams.core.definitions import DEFAULT_PATH, Definitions, definitions_from_mapping
 from streams.core.errors import DefinitionsError
+from streams.holidays_source import LibraryHolidays
+
+PUBLIC_HOLIDAYS = LibraryHolidays()
 
 
 def load_definitions(path: str | Path | None = None) -> Definitions:
@@ -21,4 +24,4 @@ def load_definitions(path: str | Path | None = None) -> Definitions:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise DefinitionsError(f"{source}: not valid YAML ({exc.__class__.__name__})") from None
-    return definitions_from_mapping(data, source=str(source))
+    return definitions_from_mapping(data, source=str(source), public_holidays=PUBLIC_HOLIDAYS)

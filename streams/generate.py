@@ -18,19 +18,33 @@ from typing import IO, Any
 import orjson
 
 from streams.core.definitions import Definitions
+from streams.core.scoring import fit_points
 
-# Journey probabilities chosen to land inside the issue's funnel bands.
+# Journey probabilities chosen to land inside realistic funnel bands (FUNNEL_BANDS).
 P_MQL = 0.18  # inquiry → MQL 10–25 %
 P_ACCEPT = 0.5  # MQL → SAL 40–60 %
 P_QUALIFY = 0.6  # SAL → SQL 50–70 %
-P_WIN = 0.25  # SQL → won 20–30 %
+P_OPPORTUNITY = 0.65  # SQL → opportunity 50–80 %
+P_WIN = 0.3  # opportunity → won 20–40 %
 P_SLOW_REP = 0.2
 P_LATE_SYNC = 0.06
 P_ANONYMOUS = 0.3
 P_DUPLICATE = 0.01
 P_MERGE = 0.01
 P_ERASE = 0.002
-P_RECYCLE_RETURN = 0.35
+P_RECYCLE_RETURN = 0.35  # a recycled lead re-engages later (re-MQL: 20–45 % of them)
+P_RETURN_BY_HAND_RAISER = 0.5  # else slowly, touch by touch, after the cool-off
+
+# What realistic means here: the bands the generator's test measures on a replayed stream
+# (share of the leads that reached the first stage that also reached the second).
+FUNNEL_BANDS: dict[tuple[str, str], tuple[float, float]] = {
+    ("inquiry", "mql"): (0.10, 0.25),
+    ("mql", "sal"): (0.40, 0.60),
+    ("sal", "sql"): (0.50, 0.70),
+    ("sql", "opportunity"): (0.50, 0.80),
+    ("opportunity", "customer"): (0.20, 0.40),
+    ("recycled", "re-mql"): (0.20, 0.45),
+}
 
 CHANNELS = (
     ("paid_search", 0.22),
@@ -44,15 +58,28 @@ CHANNELS = (
     ("content", 0.05),
     ("direct", 0.02),
 )
+# Campaign ids carry the year (and quarter) they run in: a touch gets one of its channel's
+# campaigns running at its date (UTC), so `cmp-2026-q2-…` touches all fall in 2026 Q2.
 CAMPAIGNS = {
-    "paid_search": ["cmp-2026-q1-search-brand", "cmp-2026-q2-search-generic"],
-    "paid_social": ["cmp-2026-q1-linkedin-abm", "cmp-2026-q2-linkedin-retarget"],
-    "email": ["cmp-2026-nurture-main", "cmp-2026-q2-newsletter"],
-    "webinar": ["cmp-2026-q1-webinar-ai", "cmp-2026-q2-webinar-data"],
-    "events": ["cmp-2026-saastr", "cmp-2026-dmexco"],
-    "partner": ["cmp-2026-partner-aws"],
-    "content": ["cmp-2026-ebook-benchmark"],
+    "paid_search": ("cmp-{year}-q{quarter}-search-brand", "cmp-{year}-q{quarter}-search-generic"),
+    "paid_social": (
+        "cmp-{year}-q{quarter}-linkedin-abm",
+        "cmp-{year}-q{quarter}-linkedin-retarget",
+    ),
+    "email": ("cmp-{year}-nurture-main", "cmp-{year}-q{quarter}-newsletter"),
+    "webinar": ("cmp-{year}-q{quarter}-webinar-ai", "cmp-{year}-q{quarter}-webinar-data"),
+    "events": ("cmp-{year}-saastr", "cmp-{year}-dmexco"),
+    "partner": ("cmp-{year}-partner-aws",),
+    "content": ("cmp-{year}-ebook-benchmark",),
 }
+
+
+def campaign_at(template: str, at: datetime) -> str:
+    """The id of a campaign template running at `at` (its UTC year and quarter)."""
+    utc = at.astimezone(UTC)
+    return template.format(year=utc.year, quarter=(utc.month - 1) // 3 + 1)
+
+
 TOUCHES_BY_CHANNEL = {
     "paid_search": ("ad_click", "page_view"),
     "paid_social": ("ad_click", "page_view"),
@@ -154,11 +181,11 @@ class _Journey:
         obj: dict[str, Any] = {
             "event_id": self.gen.next_id("tch"),
             "event_type": "touch",
-            "occurred_at": at.isoformat(),
+            "occurred_at": at.astimezone(UTC).isoformat(),
             "source": "marketing_automation" if channel == "email" else "web",
             "touch_type": kind,
             "channel": channel,
-            "campaign_id": rng.choice(campaigns) if campaigns else None,
+            "campaign_id": campaign_at(rng.choice(campaigns), at) if campaigns else None,
         }
         if anonymous:
             obj["anonymous_id"] = anonymous
@@ -210,11 +237,11 @@ class _Journey:
             )
         mql = rng.random() < P_MQL
         self.sales_free_create(created, mql, anonymous)
-        nurture = rng.randint(2, 10)
-        for _ in range(nurture):
-            at = created + timedelta(hours=rng.uniform(1, 24 * 60))
-            self.touch(at, "email", "email_open" if not mql else None)
         if not mql:
+            for _ in range(rng.randint(2, 10)):
+                self.touch(
+                    created + timedelta(hours=rng.uniform(1, 24 * 60)), "email", "email_open"
+                )
             for _ in range(rng.randint(0, 4)):
                 self.touch(
                     created + timedelta(hours=rng.uniform(1, 24 * 60)),
@@ -223,10 +250,19 @@ class _Journey:
                 )
             return
         mql_at = created + timedelta(hours=rng.uniform(2, 24 * 14))
+        # before raising a hand: a few low-point touches over the channels (opens, views, clicks)
+        for _ in range(rng.randint(1, 5)):
+            at = created + (mql_at - created) * rng.random()
+            channel = self.gen.channel()
+            kind = "email_open" if channel == "email" else "page_view"
+            if channel in ("paid_search", "paid_social"):
+                kind = "ad_click"
+            self.touch(at, channel, kind)
         self.touch(mql_at, self.gen.channel(), rng.choice(("demo_request", "chat_started")))
         self.sales_journey(mql_at, episode=1)
 
     def sales_free_create(self, created: datetime, mql: bool, anonymous: str | None) -> None:
+        self.fit_attributes = self.attributes(low_fit=not mql)
         obj = {
             "event_id": self.gen.next_id("lc"),
             "event_type": "lead_created",
@@ -235,7 +271,7 @@ class _Journey:
             "lead_id": self.lead_id,
             "owner_id": self.owner,
             "team_id": self.team,
-            "attributes": self.attributes(low_fit=not mql),
+            "attributes": self.fit_attributes,
         }
         self.add(created, obj)
         if anonymous:
@@ -276,11 +312,8 @@ class _Journey:
             recycle = rng.random() < 0.45
             reason = rng.choice(RECYCLE if recycle else DISQUALIFY)
             self.sales(decided, "lead_rejected", rep_id=self.owner, reason=reason, note=None)
-            if recycle and episode == 1 and rng.random() < P_RECYCLE_RETURN:
-                again = decided + timedelta(days=rng.uniform(20, 80))
-                self.touch(again - timedelta(days=1), self.gen.channel())
-                self.touch(again, "webinar", "demo_request")
-                self.sales_journey(again, episode=2)
+            if recycle:
+                self.recycled(decided, episode)
             return
         self.sales(decided, "lead_accepted", rep_id=self.owner)
         for _ in range(rng.randint(1, 4)):
@@ -293,15 +326,32 @@ class _Journey:
             )
         qualified = self.business(decided, rng.uniform(4, 60))
         if rng.random() >= P_QUALIFY:
+            reason = rng.choice(("no_need", "not_a_fit", "bad_timing", "competitor"))
             self.sales(
-                qualified,
-                "lead_rejected",
-                rep_id=self.owner,
-                reason=rng.choice(("no_need", "not_a_fit", "bad_timing", "competitor")),
-                note="after discovery",
+                qualified, "lead_rejected", rep_id=self.owner, reason=reason, note="after discovery"
             )
+            if reason in RECYCLE:
+                self.recycled(qualified, episode)
             return
         self.sales(qualified, "lead_qualified", rep_id=self.owner)
+        if rng.random() >= P_OPPORTUNITY:
+            # discovery calls, then no opportunity: the buyer has no budget, no need, or a rival
+            for _ in range(rng.randint(1, 3)):
+                self.sales(
+                    qualified + timedelta(hours=rng.uniform(2, 24 * 14)),
+                    "activity",
+                    activity_type=rng.choice(("call", "meeting", "email")),
+                    rep_id=self.owner,
+                    outcome=None,
+                )
+            dropped = self.business(qualified, rng.uniform(60, 200))
+            reason = rng.choice(("no_budget", "no_authority", "no_need", "competitor"))
+            self.sales(
+                dropped, "lead_rejected", rep_id=self.owner, reason=reason, note="no opportunity"
+            )
+            if reason in RECYCLE:
+                self.recycled(dropped, episode)
+            return
         currency = "EUR" if self.team == "emea" else "USD"
         if self.team == "emea" and rng.random() < 0.15:
             currency = "GBP"
@@ -321,6 +371,9 @@ class _Journey:
             currency=currency,
         )
         closed = opp_at + timedelta(days=rng.uniform(14, 120))
+        # the buying committee engages during the deal: events, webinars, content, the website
+        for _ in range(rng.randint(1, 4)):
+            self.touch(opp_at + (closed - opp_at) * rng.uniform(0.05, 0.95), self.gen.channel())
         if rng.random() < P_WIN:
             won = int(amount * rng.uniform(0.85, 1.1))
             won_text = f"{won * (150 if currency == 'JPY' else 1)}" + (
@@ -331,6 +384,43 @@ class _Journey:
             )
         else:
             self.sales(closed, "deal_lost", opportunity_id=opp_id, reason=rng.choice(LOST))
+
+    def recycled(self, at: datetime, episode: int) -> None:
+        """After a recycle: most leads stay in nurture (a few email opens); some come back, by a
+        hand-raiser or by re-engaging touch by touch after the cool-off (a new episode)."""
+        rng = self.rng
+        for _ in range(rng.randint(0, 3)):
+            self.touch(at + timedelta(days=rng.uniform(1, 90)), "email", "email_open")
+        if episode > 1 or rng.random() >= P_RECYCLE_RETURN:
+            return
+        if rng.random() < P_RETURN_BY_HAND_RAISER:
+            again = at + timedelta(days=rng.uniform(7, 80))
+            self.touch(again - timedelta(days=rng.uniform(0.5, 3)), self.gen.channel(), "page_view")
+            self.touch(again, self.gen.channel(), rng.choice(("demo_request", "chat_started")))
+            self.sales_journey(again, episode + 1)
+            return
+        scoring = self.gen.defs.scoring
+        missing = scoring.mql_threshold - fit_points(self.fit_attributes, scoring)
+        cooled = at + timedelta(days=self.gen.defs.recycle_cooldown_days)
+        again = cooled + timedelta(days=rng.uniform(1, 40))
+        points = 0
+        while True:
+            channel, kind = rng.choice(_ENGAGING)
+            self.touch(again, channel, kind)
+            points += scoring.touch_points.get(kind, 0)
+            if points >= missing:
+                break
+            again += timedelta(days=rng.uniform(1, 6), hours=rng.uniform(0, 8))
+        self.sales_journey(again, episode + 1)
+
+
+# touches that re-engage a recycled lead (each worth 8–15 points with the default scoring)
+_ENGAGING = (
+    ("webinar", "webinar_attended"),
+    ("events", "event_attended"),
+    ("content", "content_download"),
+    ("referral", "form_submit"),
+)
 
 
 class Generator:
@@ -419,7 +509,9 @@ class Generator:
                     "lead_id": dup,
                     "touch_type": "content_download",
                     "channel": "content",
-                    "campaign_id": "cmp-2026-ebook-benchmark",
+                    "campaign_id": campaign_at(
+                        CAMPAIGNS["content"][0], created + timedelta(hours=1)
+                    ),
                 },
             )
             merged = created + timedelta(days=rng.uniform(1, 5))

@@ -9,7 +9,10 @@ SINK_RETRIES = Counter(
     "leadflow_sink_retries_total", "Insert attempts that failed because ClickHouse was unreachable"
 )
 SINK_REJECTED = Counter(
-    "leadflow_sink_rejected_rows_total", "Rows ClickHouse refused, sent to dead_letters", ["table"]
+    "leadflow_sink_rejected_rows_total",
+    "Records the sink could not decode, map or insert (ClickHouse or the client refused them), "
+    "written to dead_letters instead",
+    ["table"],
 )
 SINK_BUFFERED = Gauge("leadflow_sink_buffered_rows", "Rows held in memory waiting for an insert")
 SINK_CLICKHOUSE_UP = Gauge(
@@ -48,6 +51,12 @@ WORKER_SLA_DEADLINES = Gauge(
     "leadflow_worker_sla_deadlines", "Leads owned by this worker with a pending SLA deadline"
 )
 
+# Both processes: the broker lost data they rely on (streams/dataloss.py); they stop.
+BROKER_DATA_LOSS = Counter(
+    "leadflow_broker_data_loss_total",
+    "Times this process found the broker had lost topics, records or committed offsets",
+    ["process"],
+)
 # The alert notifier (`leadflow alerts`, served on LEADFLOW_ALERTS_METRICS_PORT). Endpoints are
 # labelled by their configured name, never by URL.
 ALERT_DELIVERIES = Counter(

@@ -94,11 +94,13 @@ class Tick:
 
 @dataclass(frozen=True, slots=True)
 class CountMql:
-    """Count one MQL transition (`record_id`, once) of `team_id` at `at` in the weekly tally."""
+    """Count one MQL transition (`record_id`, once) of `team_id` at `at` in the weekly tally;
+    `delta` −1 takes back a retracted one."""
 
     record_id: str
     team_id: str
     at: datetime
+    delta: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -428,6 +430,8 @@ class Pipeline:
         step = engine.apply(state, message, self.defs)
         if step.ignored is not None:
             _count_ignored(step.ignored)
+            if step.ignored.startswith("late:") and self._source is not None:
+                self._dead_letter(batch, self._source, step.ignored, LateEvent(step.ignored))
         self._save_lead(key, state, step, partition, batch)
         self._forward(step.forwards, batch)
 
@@ -442,9 +446,10 @@ class Pipeline:
                 and record.to_stage == "mql"
                 and record.team_id in self.defs.teams
             ):
-                self._internal(
-                    WEEKLY_KEY, CountMql(record.record_id, record.team_id, record.at), batch
+                count = CountMql(
+                    record.record_id, record.team_id, record.at, -1 if record.deleted else 1
                 )
+                self._internal(WEEKLY_KEY, count, batch)
         after = step.state
         if after is None:
             return
@@ -457,17 +462,22 @@ class Pipeline:
         weekly = self._read(WEEKLY_TABLE, WEEKLY_KEY, batch) or WeeklyState()
         if isinstance(message, CountMql):
             counted = (message.record_id, message.at)
-            if counted in weekly.counted:
-                return
-            tally = sla.count_mql(weekly.tally, message.team_id, message.at, self.defs)
-            weekly = WeeklyState(tally, weekly.counted | {counted})
+            if (counted in weekly.counted) == (message.delta > 0):
+                return  # a re-delivered count, or the retraction of one never counted
+            tally, records = sla.count_mql(
+                weekly.tally, message.team_id, message.at, self.defs, message.delta
+            )
+            self._output(records, batch)
+            live = weekly.counted | {counted} if message.delta > 0 else weekly.counted - {counted}
+            weekly = WeeklyState(tally, live)
         else:
             tally, records = sla.close_weeks(weekly.tally, message.now, self.defs)
             self._output(records, batch)
-            # a count for a closed week is ignored by the tally anyway: forget those ids (with a
-            # day of margin for time zones and DST)
+            # a closed week is re-reported when one of its MQLs is counted or retracted late;
+            # the ids of MQLs older than the correction window before the open weeks go
             first_open = sla.next_week_close(tally, self.defs)
-            horizon = first_open - timedelta(days=8) if first_open else None
+            window = self.defs.correction_window + timedelta(days=8)
+            horizon = first_open - window if first_open else None
             kept = {c for c in weekly.counted if horizon is None or c[1] >= horizon}
             weekly = WeeklyState(tally, frozenset(kept))
         batch.writes[(WEEKLY_TABLE, WEEKLY_KEY)] = (partition, weekly)
@@ -621,6 +631,10 @@ class Pipeline:
         by_topic = {store.changelog_topic: store for store in self._tables.values()}
         for (topic, partition), offset in written.items():
             by_topic[topic].persisted(partition, offset)
+
+
+class LateEvent(Exception):
+    """An event older than its lead's lateness horizon (a dead letter, never a silent drop)."""
 
 
 def _count_ignored(why: str) -> None:

@@ -74,6 +74,10 @@ class Replayer:
         self.clock: datetime | None = None
         self.stats = ReplayStats()
         self.sla_latest: dict[str, SlaRecord] = {}
+        # what downstream holds once retractions are applied (record_id → latest record)
+        self.transitions: dict[str, Transition] = {}
+        self.credits: dict[str, AttributionCredit] = {}
+        self._line: tuple[int, bytes] = (0, b"")
         self.dead_letters: list[DeadLetter] = []
         self._emit = emit
         self._deadlines = Deadlines()
@@ -97,6 +101,7 @@ class Replayer:
         except InvalidEvent as exc:
             self._dead_letter(line_no, raw, str(exc), "InvalidEvent")
             return
+        self._line = (line_no, raw)
         self.feed(event)
 
     def feed(self, event: Event) -> None:
@@ -142,6 +147,10 @@ class Replayer:
         return step.forwards
 
     def _count_ignored(self, why: str) -> None:
+        if why.startswith("late:"):  # beyond the lateness horizon: never silently dropped
+            line_no, raw = self._line
+            self._dead_letter(line_no, raw, why, "LateEvent")
+            return
         if why == "duplicate":
             self.stats.duplicates += 1
         elif why != "merged":
@@ -184,16 +193,30 @@ class Replayer:
         for out in outputs:
             if isinstance(out, Transition):
                 self.stats.transitions += 1
+                if out.deleted:
+                    self.transitions.pop(out.record_id, None)
+                else:
+                    self.transitions[out.record_id] = out
                 if out.to_stage == "mql" and out.team_id in self.defs.teams:
-                    self._tally = sla.count_mql(self._tally, out.team_id, out.at, self.defs)
+                    self._tally, weeks = sla.count_mql(
+                        self._tally, out.team_id, out.at, self.defs, -1 if out.deleted else 1
+                    )
                     self._week_end = sla.next_week_close(self._tally, self.defs)
+                    self._record(weeks)
             elif isinstance(out, SlaRecord):
                 self.stats.sla_records += 1
                 if out.event is SlaEvent.BREACHED:
                     self.stats.breaches += 1
-                self.sla_latest[out.instance_id] = out
+                if out.deleted:
+                    self.sla_latest.pop(out.instance_id, None)
+                else:
+                    self.sla_latest[out.instance_id] = out
             elif isinstance(out, AttributionCredit):
                 self.stats.attribution_credits += 1
+                if out.deleted:
+                    self.credits.pop(out.record_id, None)
+                else:
+                    self.credits[out.record_id] = out
             if self._emit is not None:
                 self._emit(out)
 
@@ -273,25 +296,17 @@ def _replay_into(
     until: datetime | None,
     progress: Callable[[int], None] | None,
 ) -> ReplayStats:
-    with (
-        open(input_path, "rb") as source,
-        open(output_dir / "transitions.jsonl", "wb") as transitions,
-        open(output_dir / "attribution.jsonl", "wb") as credits,
-    ):
-        targets: dict[type, IO[bytes]] = {Transition: transitions, AttributionCredit: credits}
-
-        def emit(record: Record) -> None:
-            handle = targets.get(type(record))
-            if handle is not None:
-                _dump(handle, record)
-
-        replayer = Replayer(defs, emit)
+    replayer = Replayer(defs)
+    with open(input_path, "rb") as source:
         for line_no, raw in enumerate(source, start=1):
             replayer.feed_line(line_no, raw)
             if progress is not None and line_no % 50_000 == 0:
                 progress(line_no)
-        if until is not None:
-            replayer.advance(until)
+    if until is not None:
+        replayer.advance(until)
+    # the final truth: what the output topics leave once retractions are applied
+    _write_all(output_dir / "transitions.jsonl", replayer.transitions.values())
+    _write_all(output_dir / "attribution.jsonl", replayer.credits.values())
     _write_all(output_dir / "sla.jsonl", replayer.sla_latest.values())
     _write_all(output_dir / "lead_states.jsonl", replayer.lead_latest().values())
     _write_all(output_dir / "dead_letters.jsonl", replayer.dead_letters)

@@ -18,8 +18,26 @@ from typing import Any
 
 from aiokafka.partitioner import murmur2
 
+from streams.dataloss import BrokerDataLoss
+
 Outgoing = tuple[str, bytes, bytes | None, list[tuple[str, bytes]] | None, int | None]
 """topic, key, value (None: a tombstone), headers, partition (None: by key)."""
+
+
+# Broker data loss (streams/dataloss.py): once it is known, nothing more is sent; a partition
+# whose acknowledged offset goes back (the broker forgot its log, and a broker that lost the
+# topic acknowledges writes to it at offset 0 and discards them) is reported to the callback.
+_GUARD: dict[str, Any] = {"refused": None, "on_data_loss": None}
+
+
+def refuse(reason: str) -> None:
+    """Every later `send` raises BrokerDataLoss(reason)."""
+    _GUARD["refused"] = reason
+
+
+def on_data_loss(callback: Callable[[str], None] | None) -> None:
+    """`callback(reason)` when an acknowledged offset went back (None: just raise)."""
+    _GUARD["on_data_loss"] = callback
 
 
 def key_partition(key: bytes, partitions: int) -> int:
@@ -33,10 +51,13 @@ class BatchSender:
     def __init__(self, producer: Callable[[], Awaitable[Any]]) -> None:
         self._producer = producer  # → a started aiokafka.AIOKafkaProducer
         self._partitions: dict[str, int] = {}
+        self._acked: dict[tuple[str, int], int] = {}  # last acknowledged offset per partition
 
     async def send(self, records: Sequence[Outgoing]) -> dict[tuple[str, int], int]:
         """Send `records`; return once all are acknowledged, with the last offset written per
         (topic, partition)."""
+        if _GUARD["refused"] is not None:
+            raise BrokerDataLoss(_GUARD["refused"])
         if not records:
             return {}
         producer = await self._producer()
@@ -59,8 +80,21 @@ class BatchSender:
         results = await asyncio.gather(*(ack for _, _, ack in acks))
         last: dict[tuple[str, int], int] = {}
         for (tp, count, _), metadata in zip(acks, results, strict=True):
+            before = self._acked.get(tp)
+            if before is not None and metadata.offset <= before:
+                self._lost(
+                    f"{tp[0]}[{tp[1]}] acknowledged a write at offset {metadata.offset} after "
+                    f"one at {before}: its log is gone"
+                )
             last[tp] = max(last.get(tp, -1), metadata.offset + count - 1)
+        self._acked.update(last)
         return last
+
+    def _lost(self, reason: str) -> None:
+        callback = _GUARD["on_data_loss"]
+        if callback is not None:
+            callback(reason)
+        raise BrokerDataLoss(reason)
 
     async def _submit(
         self, producer: Any, batch: Any, topic: str, partition: int

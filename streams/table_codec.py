@@ -19,6 +19,8 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+from streams.core.events import Event, EventType
+from streams.core.identity import Absorb
 from streams.core.lifecycle import Stage
 from streams.core.sla import SlaInstance, SlaStatus
 from streams.core.state import AnonymousState, LeadState, Touch
@@ -38,9 +40,14 @@ _LEAD_INSTANTS = [i for i, f in enumerate(fields(LeadState)) if "datetime" in st
 _SLA_INSTANTS = [
     i for i, name in enumerate(_SLA_NAMES) if "datetime" in str(SlaInstance.__annotations__[name])
 ]
-_TOUCHES, _SLA, _STAGE, _ATTRIBUTES, _SEEN = (
-    _LEAD_NAMES.index(name) for name in ("touches", "sla", "stage", "attributes", "seen")
+_TOUCHES, _SLA, _STAGE, _ATTRIBUTES, _SEEN, _HISTORY, _BASE = (
+    _LEAD_NAMES.index(name)
+    for name in ("touches", "sla", "stage", "attributes", "seen", "history", "base")
 )
+_EVENT_AT = Event._fields.index("occurred_at")
+_EVENT_TYPE = Event._fields.index("event_type")
+_EVENT_ATTRIBUTES = Event._fields.index("attributes")
+_EVENT_TYPES = {kind.value: kind for kind in EventType}
 _ANONYMOUS_TOUCHES, _ANONYMOUS_SEEN = (_ANONYMOUS_NAMES.index(n) for n in ("touches", "seen"))
 _STATUS = _SLA_NAMES.index("status")
 _STAGES = {stage.value: stage for stage in Stage}
@@ -59,6 +66,10 @@ def dumps(value: Any) -> bytes:
             values[_STAGE] = values[_STAGE].value
         values[_ATTRIBUTES] = dict(values[_ATTRIBUTES])
         values[_SEEN] = dict(values[_SEEN])
+        if values[_HISTORY]:
+            values[_HISTORY] = [_entry_values(entry) for entry in values[_HISTORY]]
+        if values[_BASE] is not None:
+            values[_BASE] = dumps(values[_BASE])
         _instants_to_int(values, _LEAD_INSTANTS)
         return _LEAD + pickle.dumps(values, protocol=5)
     if kind is AnonymousState:
@@ -81,12 +92,43 @@ def loads(raw: bytes) -> Any:
         if values[_STAGE] is not None:
             values[_STAGE] = _STAGES[values[_STAGE]]
         values[_ATTRIBUTES] = MappingProxyType(values[_ATTRIBUTES])
+        if values[_HISTORY]:
+            values[_HISTORY] = tuple([_entry(v) for v in values[_HISTORY]])
+        else:
+            values[_HISTORY] = ()
+        if values[_BASE] is not None:
+            values[_BASE] = loads(values[_BASE])
         _int_to_instants(values, _LEAD_INSTANTS)
         return _build(LeadState, _LEAD_NAMES, values)
     if kind == _ANONYMOUS:
         values[_ANONYMOUS_TOUCHES] = _touches_from(values[_ANONYMOUS_TOUCHES])
         return _build(AnonymousState, _ANONYMOUS_NAMES, values)
     return values
+
+
+def _entry_values(entry: Event | Absorb) -> list[Any]:
+    """A history entry as builtins: an event's fields, or ["absorb", ...] for a merged duplicate."""
+    if type(entry) is Event:
+        values = list(entry)
+        values[_EVENT_AT] = (values[_EVENT_AT] - _EPOCH) // _MICROSECOND
+        values[_EVENT_TYPE] = values[_EVENT_TYPE].value
+        if values[_EVENT_ATTRIBUTES] is not None:
+            values[_EVENT_ATTRIBUTES] = dict(values[_EVENT_ATTRIBUTES])
+        return values
+    assert isinstance(entry, Absorb)
+    at = (entry.occurred_at - _EPOCH) // _MICROSECOND
+    return ["absorb", entry.survivor_id, dumps(entry.duplicate), entry.event_id, at]
+
+
+def _entry(values: list[Any]) -> Event | Absorb:
+    if values[0] == "absorb":
+        _, survivor, duplicate, event_id, at = values
+        return Absorb(survivor, loads(duplicate), event_id, _EPOCH + timedelta(microseconds=at))
+    values[_EVENT_AT] = _EPOCH + timedelta(microseconds=values[_EVENT_AT])
+    values[_EVENT_TYPE] = _EVENT_TYPES[values[_EVENT_TYPE]]
+    if values[_EVENT_ATTRIBUTES] is not None:
+        values[_EVENT_ATTRIBUTES] = MappingProxyType(values[_EVENT_ATTRIBUTES])
+    return tuple.__new__(Event, values)
 
 
 def _touches_values(touches: tuple[Touch, ...]) -> list[tuple[Any, ...]]:

@@ -8,12 +8,47 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 from clickhouse_driver import Client
-from clickhouse_driver.errors import NetworkError
+from clickhouse_driver.errors import NetworkError, ServerException
 
 from schemas.errors import LeadflowError
 
 # What a vanished server raises with clickhouse-driver (INFRA.md): retry these, nothing else.
 NETWORK_ERRORS = (NetworkError, EOFError, BrokenPipeError, ConnectionError, socket.timeout)
+# Server refusals that say nothing about the rows (a missing table or database, a read-only or
+# unknown user, memory or part limits, timeouts): the same rows may go in later, so they are
+# retried like an outage, never dead-lettered.
+NOT_THE_ROWS_CODES = frozenset(
+    {
+        16,  # NO_SUCH_COLUMN_IN_TABLE: migrations not applied yet
+        60,  # UNKNOWN_TABLE
+        81,  # UNKNOWN_DATABASE
+        159,  # TIMEOUT_EXCEEDED
+        164,  # READONLY
+        192,  # UNKNOWN_USER
+        193,  # WRONG_PASSWORD
+        202,  # TOO_MANY_SIMULTANEOUS_QUERIES
+        203,  # NO_FREE_CONNECTION
+        209,  # SOCKET_TIMEOUT
+        210,  # NETWORK_ERROR
+        236,  # ABORTED
+        241,  # MEMORY_LIMIT_EXCEEDED
+        242,  # TABLE_IS_READ_ONLY
+        252,  # TOO_MANY_PARTS
+        319,  # UNKNOWN_STATUS_OF_INSERT
+        394,  # QUERY_WAS_CANCELLED
+        497,  # ACCESS_DENIED
+        516,  # AUTHENTICATION_FAILED
+    }
+)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True when `exc` from an insert means "not now" (an outage, a limit, a missing table), not
+    "not these rows": the caller retries the same rows later."""
+    if isinstance(exc, NETWORK_ERRORS):
+        return True
+    code = getattr(exc, "code", None)
+    return isinstance(exc, ServerException) and code in NOT_THE_ROWS_CODES
 
 
 class ClickHouseUnavailable(LeadflowError):

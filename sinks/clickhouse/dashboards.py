@@ -20,7 +20,7 @@ DATASOURCE = {"type": "grafana-clickhouse-datasource", "uid": "leadflow-clickhou
 FUNNEL = "['inquiry', 'mql', 'sal', 'sql', 'opportunity', 'customer']"
 _REACHED = (
     "SELECT lead_id, arrayJoin(arrayConcat([to_stage], skipped_stages)) AS stage "
-    "FROM transitions FINAL WHERE $__timeFilter(at)"
+    "FROM transitions_current WHERE $__timeFilter(at)"
 )
 
 
@@ -39,6 +39,18 @@ class Panel:
 def _rate(num: str, den: str) -> str:
     return f"{num} / greatest({den}, 1)"
 
+
+# One row per recycled lead: its team, its first recycle and its first return to the funnel
+# after it (0: not back), in epoch seconds. A return is any move out of `recycled` into the
+# funnel (mostly a re-MQL; a sales event can jump over mql, which then counts as skipped).
+_RECYCLED = (
+    "SELECT lead_id, any(team_id) AS team_id, "
+    "minIf(toUInt32(at), to_stage = 'recycled') AS recycled_s, "
+    f"minIf(toUInt32(at), ifNull(from_stage, '') = 'recycled' AND has({FUNNEL}, to_stage)) AS back_s "
+    "FROM transitions FINAL WHERE $__timeFilter(at) GROUP BY lead_id "
+    "HAVING countIf(to_stage = 'recycled') > 0"
+)
+_DAYS_BACK = "(back_s - recycled_s) / 86400"
 
 COMPLIANCE = _rate("countIf(status = 'met')", "countIf(status IN ('met', 'breached'))")
 
@@ -79,7 +91,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "Velocity: MQL → SAL (hours, median and p90)",
                 "SELECT quantile(0.5)(hours) AS median_hours, quantile(0.9)(hours) AS p90_hours, count() AS leads "
                 "FROM (SELECT lead_id, (minIf(toUInt32(at), to_stage = 'sal') - minIf(toUInt32(at), to_stage = 'mql')) / 3600 AS hours "
-                "FROM transitions FINAL WHERE $__timeFilter(at) GROUP BY lead_id "
+                "FROM transitions_current WHERE $__timeFilter(at) GROUP BY lead_id "
                 "HAVING countIf(to_stage = 'mql') > 0 AND countIf(to_stage = 'sal') > 0)",
                 "stat",
             ),
@@ -87,12 +99,12 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "SLA compliance by policy",
                 f"SELECT policy, {COMPLIANCE} AS compliance, "
                 "countIf(status = 'breached') AS breached, countIf(status = 'met') AS met "
-                "FROM sla FINAL WHERE lead_id IS NOT NULL AND $__timeFilter(started_at) GROUP BY policy ORDER BY policy",
+                "FROM sla_current WHERE lead_id IS NOT NULL AND $__timeFilter(started_at) GROUP BY policy ORDER BY policy",
                 ratio_columns=("compliance",),
             ),
             Panel(
                 "Won revenue by channel (W-shaped)",
-                "SELECT channel, currency, sum(credit_minor) / 100 AS revenue FROM attribution FINAL "
+                "SELECT channel, currency, sum(credit_minor) / 100 AS revenue FROM attribution_current "
                 "WHERE model = 'w_shaped' AND trigger = 'deal_won' AND $__timeFilter(trigger_at) "
                 "GROUP BY channel, currency ORDER BY revenue DESC",
                 "barchart",
@@ -100,7 +112,39 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             Panel(
                 "MQLs delivered vs target (marketing's SLA)",
                 "SELECT team_id AS team, toDate(started_at) AS week, actual AS mqls, target, status "
-                "FROM sla FINAL WHERE policy = 'mql_weekly_target' AND $__timeFilter(started_at) ORDER BY week, team",
+                "FROM sla_current WHERE policy = 'mql_weekly_target' AND $__timeFilter(started_at) ORDER BY week, team",
+            ),
+            Panel(
+                "Recycled leads coming back, by team",
+                "SELECT ifNull(team_id, '-') AS team, count() AS recycled, "
+                "countIf(back_s > 0) AS came_back, "
+                f"{_rate('countIf(back_s > 0)', 'count()')} AS recycled_to_mql, "
+                # NULL, not nan, for a team none of whose recycled leads came back
+                f"if(came_back > 0, quantileIf(0.5)({_DAYS_BACK}, back_s > 0), NULL) AS median_days, "
+                f"if(came_back > 0, quantileIf(0.9)({_DAYS_BACK}, back_s > 0), NULL) AS p90_days "
+                f"FROM ({_RECYCLED}) GROUP BY team ORDER BY team",
+                ratio_columns=("recycled_to_mql",),
+                description="Leads sales recycled, how many re-qualified later and after how "
+                "many days (a recycle resets engagement; a cool-off lets only a hand-raiser back).",
+            ),
+            Panel(
+                "Recycled leads: days from recycle to return",
+                "SELECT multiIf(back_s = 0, 6, back_s - recycled_s < 14 * 86400, 1, "
+                "back_s - recycled_s < 30 * 86400, 2, back_s - recycled_s < 60 * 86400, 3, "
+                "back_s - recycled_s < 90 * 86400, 4, 5) AS bucket, "
+                "multiIf(bucket = 1, '0-13 days', bucket = 2, '14-29 days', bucket = 3, '30-59 days', "
+                "bucket = 4, '60-89 days', bucket = 5, '90+ days', 'not back (yet)') AS back_after, "
+                f"count() AS leads FROM ({_RECYCLED}) GROUP BY bucket, back_after ORDER BY bucket",
+                "barchart",
+            ),
+            Panel(
+                "MQLs per week: first and returning (re-MQL)",
+                "SELECT toMonday(at) AS week, ifNull(team_id, '-') AS team, "
+                "countIf(episode = 1) AS first_mqls, countIf(episode > 1) AS re_mqls "
+                "FROM transitions FINAL WHERE to_stage = 'mql' AND $__timeFilter(at) "
+                "GROUP BY week, team ORDER BY week, team",
+                description="Every MQL counts toward marketing's weekly target; re-MQLs are "
+                "recycled leads that re-engaged.",
             ),
             Panel(
                 "Definitions version in use",
@@ -114,14 +158,14 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         [
             Panel(
                 "Pipeline by channel and attribution model",
-                "SELECT model, channel, sum(credit_minor) / 100 AS pipeline FROM attribution FINAL "
+                "SELECT model, channel, sum(credit_minor) / 100 AS pipeline FROM attribution_current "
                 "WHERE trigger = 'opportunity_created' AND $__timeFilter(trigger_at) "
                 "GROUP BY model, channel ORDER BY model, pipeline DESC",
             ),
             Panel(
                 "Revenue by campaign (linear)",
                 "SELECT ifNull(campaign_id, '(none)') AS campaign, currency, sum(credit_minor) / 100 AS revenue "
-                "FROM attribution FINAL WHERE model = 'linear' AND trigger = 'deal_won' AND $__timeFilter(trigger_at) "
+                "FROM attribution_current WHERE model = 'linear' AND trigger = 'deal_won' AND $__timeFilter(trigger_at) "
                 "GROUP BY campaign, currency ORDER BY revenue DESC",
                 "barchart",
             ),
@@ -129,7 +173,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "Why sales rejected our leads: reasons by channel and campaign",
                 "SELECT ifNull(s.first_channel, '(unknown)') AS channel, ifNull(s.first_campaign_id, '(none)') AS campaign, "
                 "ifNull(t.reason, '(none)') AS reason, count() AS rejections "
-                "FROM (SELECT lead_id, reason FROM transitions FINAL "
+                "FROM (SELECT lead_id, reason FROM transitions_current "
                 "WHERE to_stage IN ('recycled', 'disqualified') AND $__timeFilter(at)) AS t "
                 "ANY LEFT JOIN (SELECT lead_id, first_channel, first_campaign_id FROM lead_state FINAL) AS s USING lead_id "
                 "GROUP BY channel, campaign, reason ORDER BY rejections DESC",
@@ -145,7 +189,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "SELECT ifNull(s.source, '(unknown)') AS source, quantile(0.5)(b.seconds) / 3600 AS median_hours, "
                 "quantile(0.9)(b.seconds) / 3600 AS p90_hours, count() AS leads "
                 "FROM (SELECT assumeNotNull(lead_id) AS lead_id, toFloat64(assumeNotNull(business_seconds)) AS seconds "
-                "FROM sla FINAL WHERE policy = 'mql_first_touch' AND business_seconds IS NOT NULL "
+                "FROM sla_current WHERE policy = 'mql_first_touch' AND business_seconds IS NOT NULL "
                 "AND $__timeFilter(started_at)) AS b "
                 "ANY LEFT JOIN (SELECT lead_id, source FROM lead_state FINAL) AS s USING lead_id "
                 "GROUP BY source ORDER BY median_hours",
@@ -154,7 +198,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "SLA compliance by team and rep",
                 f"SELECT ifNull(team_id, '-') AS team, ifNull(owner_id, '-') AS rep, "
                 f"{COMPLIANCE} AS compliance, "
-                "countIf(status = 'breached') AS breaches FROM sla FINAL "
+                "countIf(status = 'breached') AS breaches FROM sla_current "
                 "WHERE lead_id IS NOT NULL AND $__timeFilter(started_at) GROUP BY team, rep ORDER BY compliance",
                 ratio_columns=("compliance",),
             ),
@@ -163,13 +207,13 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "SELECT policy, ifNull(owner_id, '-') AS rep, ifNull(escalate_to, '-') AS escalated_to, "
                 "assumeNotNull(lead_id) AS lead, assumeNotNull(breached_at) AS breached, "
                 "dateDiff('hour', assumeNotNull(breached_at), now()) AS age_hours "
-                "FROM sla FINAL WHERE status = 'breached' AND met_at IS NULL AND lead_id IS NOT NULL "
+                "FROM sla_current WHERE status = 'breached' AND met_at IS NULL AND lead_id IS NOT NULL "
                 "ORDER BY breached, lead, policy LIMIT 100",
             ),
             Panel(
                 "Aging of unanswered SLAs",
                 "SELECT policy, multiIf(age < 24, 'under 1 day', age < 72, '1-3 days', 'over 3 days') AS age_bucket, "
-                "count() AS instances FROM (SELECT policy, dateDiff('hour', due_at, now()) AS age FROM sla FINAL "
+                "count() AS instances FROM (SELECT policy, dateDiff('hour', due_at, now()) AS age FROM sla_current "
                 "WHERE status IN ('open', 'breached') AND met_at IS NULL AND lead_id IS NOT NULL) "
                 "GROUP BY policy, age_bucket ORDER BY policy, age_bucket",
             ),
@@ -182,14 +226,14 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "Model comparison: won revenue by channel",
                 "SELECT concat(channel, ' · ', currency) AS channel_currency, "
                 + ", ".join(f"sumIf(credit_minor, model = '{m}') / 100 AS {m}" for m in MODELS)
-                + " FROM attribution FINAL WHERE trigger = 'deal_won' AND $__timeFilter(trigger_at) "
+                + " FROM attribution_current WHERE trigger = 'deal_won' AND $__timeFilter(trigger_at) "
                 "GROUP BY channel_currency ORDER BY linear DESC",
                 description="Amounts are in each deal's currency; channels are split by currency.",
             ),
             Panel(
                 "Per-deal explain",
                 "SELECT opportunity_id, model, ifNull(touch_event_id, 'unattributed') AS touch, channel, "
-                "round(weight, 4) AS weight, credit_minor / 100 AS credit, currency FROM attribution FINAL "
+                "round(weight, 4) AS weight, credit_minor / 100 AS credit, currency FROM attribution_current "
                 "WHERE trigger = 'deal_won' AND $__timeFilter(trigger_at) ORDER BY opportunity_id, model, touch LIMIT 500",
                 ratio_columns=("weight",),
             ),
@@ -197,7 +241,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "Check: credits sum exactly to amounts",
                 "SELECT count() AS credited_triggers, countIf(total != amount) AS mismatched FROM "
                 "(SELECT opportunity_id, trigger, model, sum(credit_minor) AS total, any(amount_minor) AS amount "
-                "FROM attribution FINAL GROUP BY opportunity_id, trigger, model)",
+                "FROM attribution_current GROUP BY opportunity_id, trigger, model)",
                 "stat",
                 zero_columns=("mismatched",),
             ),
@@ -213,9 +257,11 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 "barchart",
             ),
             Panel(
-                "Dead letters by source",
-                "SELECT ifNull(source_topic, 'replay file') AS source, error_class, count() AS letters "
-                "FROM dead_letters FINAL GROUP BY source, error_class ORDER BY letters DESC",
+                "Dead letters by upstream topic and reason",
+                "SELECT ifNull(source_topic, 'replay file') AS source, "
+                "splitByChar(':', reason)[1] AS reason_kind, error_class, count() AS letters "
+                "FROM dead_letters FINAL GROUP BY source, reason_kind, error_class "
+                "ORDER BY letters DESC",
             ),
             Panel(
                 "Freshness: newest record per table",

@@ -21,6 +21,8 @@ SECTIONS = (
     ("Speed to lead", "Speed to lead (business hours, MQL → first sales touch) by source"),
     ("Attribution by channel and model", "Model comparison: won revenue by channel"),
     ("Marketing's SLA", "MQLs delivered vs target (marketing's SLA)"),
+    ("Recycled leads", "Recycled leads coming back, by team"),
+    ("Recycled: back after", "Recycled leads: days from recycle to return"),
     ("Feedback loop", "Why sales rejected our leads: reasons by channel and campaign"),
     ("Data quality", "Dead letters by reason"),
     ("Definitions", "Definitions version in use"),
@@ -53,6 +55,8 @@ def _is_ratio(column: str) -> bool:
 
 
 def _fmt(value: Any, column: str = "") -> str:
+    if value is None:
+        return "–"
     if isinstance(value, float):
         return f"{value:.1%}" if _is_ratio(column) else f"{value:,.2f}"
     if isinstance(value, int):
@@ -115,6 +119,13 @@ def _bars(
 
 
 def _table(section: Section, limit: int = 25) -> str:
+    hidden = {"bucket"}  # sort keys, not for reading
+    shown = [i for i, c in enumerate(section.columns) if c not in hidden]
+    section = Section(
+        section.title,
+        [section.columns[i] for i in shown],
+        [tuple(row[i] for i in shown) for row in section.rows],
+    )
     head = "".join(f"<th>{html.escape(c)}</th>" for c in section.columns)
     body = "".join(
         "<tr>"
@@ -154,6 +165,17 @@ def _chart(section: Section) -> str:
             [str(r[0]) for r in rows],
             {"median": [float(r[1]) for r in rows], "p90": [float(r[2]) for r in rows]},
             unit=" h",
+        )
+    if section.title == "Recycled leads":
+        return _bars(
+            [str(r[0]) for r in rows],
+            {"came back (re-MQL)": [float(r[cols.index("recycled_to_mql")]) for r in rows]},
+            ratio=True,
+        )
+    if section.title == "Recycled: back after":
+        return _bars(
+            [str(r[cols.index("back_after")]) for r in rows],
+            {"leads": [float(r[cols.index("leads")]) for r in rows]},
         )
     if section.title == "Attribution by channel and model":
         models = cols[1:]

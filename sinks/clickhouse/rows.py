@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import base64
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
 from sinks.clickhouse import tables
+from streams.core.records import record_id
 
 COLUMNS: dict[str, tuple[str, ...]] = {
     tables.EVENTS: (
@@ -33,6 +35,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "owner_id",
         "team_id",
         "definitions_version",
+        "revision",
+        "deleted",
     ),
     tables.LEAD_STATE: (
         "record_id",
@@ -80,6 +84,7 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "at",
         "definitions_version",
         "version",
+        "deleted",
     ),
     tables.ATTRIBUTION: (
         "record_id",
@@ -97,6 +102,8 @@ COLUMNS: dict[str, tuple[str, ...]] = {
         "amount_minor",
         "currency",
         "definitions_version",
+        "revision",
+        "deleted",
     ),
     tables.DEAD_LETTERS: (
         "record_id",
@@ -130,16 +137,6 @@ TIME_COLUMNS = frozenset(
         "touch_at",
     }
 )
-# Order of SLA changes at the same instant, so the latest status wins in ReplacingMergeTree.
-_SLA_RANK = {
-    "started": 0,
-    "warned": 1,
-    "met": 2,
-    "breached": 3,
-    "escalated": 4,
-    "cancelled": 5,
-    "corrected": 6,
-}
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -160,11 +157,20 @@ def _generic(table: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
     return to_row
 
 
-def _sla_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    at = parse_time(record["at"])
-    assert at is not None
-    version = int(at.timestamp()) * 16 + _SLA_RANK.get(str(record["event"]), 7)
-    return _generic(tables.SLA)({**record, "version": version})
+def _versioned(table: str) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    """Rows of a versioned table: `deleted` as 0/1; SLA rows keep the revision as `version`."""
+    generic = _generic(table)
+
+    def to_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+        extra = {
+            "deleted": 1 if record.get("deleted") else 0,
+            "revision": record.get("revision", 0),
+        }
+        if table == tables.SLA:
+            extra["version"] = record.get("revision", 0)
+        return generic({**record, **extra})
+
+    return to_row
 
 
 def _lead_state_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -184,11 +190,127 @@ def event_row(event: Mapping[str, Any]) -> tuple[Any, ...]:
     )
 
 
+# --- dead letters: always insertable, whatever the data (the sink's last resort) ----------
+
+_REASON_CHARS = 1000
+_INT32 = (-(2**31), 2**31 - 1)
+_INT64 = (-(2**63), 2**63 - 1)
+_UINT64 = (0, 2**64 - 1)
+
+
+def printable(raw: bytes) -> str:
+    """Text as it is; anything else (broken Avro, control bytes) as `base64:…`, so nothing is
+    lost and the column stays valid UTF-8."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if (
+        text is None
+        or text.startswith("base64:")
+        or any(ch < " " and ch not in "\t\n\r" for ch in text)
+    ):
+        return "base64:" + base64.b64encode(raw).decode()
+    return text
+
+
+def _text(value: Any, limit: int | None = None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+    else:
+        text = str(value)
+    return text if limit is None else text[:limit]
+
+
+def _int_in(value: Any, bounds: tuple[int, int]) -> int | None:
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if bounds[0] <= number <= bounds[1] else None
+
+
+def _time_or_none(value: Any) -> datetime | None:
+    try:
+        at = parse_time(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    # DateTime holds 1970..2105 (UInt32 seconds)
+    return at if at is None or 0 <= at.timestamp() < 2**32 else None
+
+
+def dead_letter_row(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A dead-letter record (replay's, the worker's, the sink's own) → a dead_letters row whose
+    every value fits its column: text forced to str, numbers out of range to NULL, so this row
+    cannot itself be refused."""
+    raw = record.get("raw")
+    return (
+        _text(record.get("record_id")) or "unknown",
+        _text(record.get("reason"), _REASON_CHARS),
+        _text(record.get("error_class"), 200) or "Unknown",
+        printable(raw) if isinstance(raw, bytes) else _text(raw),
+        _int_in(record.get("line"), _UINT64),
+        None if record.get("source_topic") is None else _text(record.get("source_topic"), 300),
+        _int_in(record.get("source_partition"), _INT32),
+        _int_in(record.get("source_offset"), _INT64),
+        _time_or_none(record.get("at")),
+    )
+
+
+def dlq_row(
+    headers: Iterable[tuple[str, bytes]],
+    value: bytes,
+    dlq_topic: str,
+    partition: int,
+    offset: int,
+    timestamp_ms: int | None,
+) -> tuple[Any, ...]:
+    """A record of the dead-letter topic → its dead_letters row: the story from the worker's
+    headers (reason, error_class, source_topic/partition/offset), the original bytes as the raw
+    value (never parsed). A record without those headers (not written by the worker) keeps its
+    own place in the dead-letter topic as its source."""
+    found = {name: raw for name, raw in headers if isinstance(raw, bytes)}
+    at = None if timestamp_ms is None else datetime.fromtimestamp(timestamp_ms / 1000, UTC)
+    if "reason" not in found or "source_topic" not in found:
+        return dead_letter_row(
+            {
+                "record_id": record_id("dlq", dlq_topic, partition, offset),
+                "reason": "dead-letter record without leadflow's headers (reason, source_topic)",
+                "error_class": "Unknown",
+                "raw": value,
+                "source_topic": dlq_topic,
+                "source_partition": partition,
+                "source_offset": offset,
+                "at": at,
+            }
+        )
+    source = tuple(
+        _text(found.get(h)) for h in ("source_topic", "source_partition", "source_offset")
+    )
+    reason = _text(found["reason"])
+    return dead_letter_row(
+        {
+            # a re-delivered dead letter (the worker re-applies input after a restart) has the
+            # same source and reason: one row
+            "record_id": record_id("dlq", *source, reason),
+            "reason": reason,
+            "error_class": found.get("error_class"),
+            "raw": value,
+            "source_topic": source[0],
+            "source_partition": source[1],
+            "source_offset": source[2],
+            "at": at,
+        }
+    )
+
+
 MAPPERS: dict[str, Callable[[Mapping[str, Any]], tuple[Any, ...]]] = {
-    tables.TRANSITIONS: _generic(tables.TRANSITIONS),
+    tables.TRANSITIONS: _versioned(tables.TRANSITIONS),
     tables.LEAD_STATE: _lead_state_row,
-    tables.SLA: _sla_row,
-    tables.ATTRIBUTION: _generic(tables.ATTRIBUTION),
-    tables.DEAD_LETTERS: _generic(tables.DEAD_LETTERS),
+    tables.SLA: _versioned(tables.SLA),
+    tables.ATTRIBUTION: _versioned(tables.ATTRIBUTION),
+    tables.DEAD_LETTERS: dead_letter_row,
     tables.EVENTS: event_row,
 }

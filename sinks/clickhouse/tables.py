@@ -9,6 +9,10 @@ LEAD_STATE = "lead_state"
 SLA = "sla"
 ATTRIBUTION = "attribution"
 DEAD_LETTERS = "dead_letters"
+# the current truth of the versioned tables: latest revision per key, retractions dropped
+TRANSITIONS_CURRENT = "transitions_current"
+SLA_CURRENT = "sla_current"
+ATTRIBUTION_CURRENT = "attribution_current"
 ALERT_DELIVERIES = "alert_deliveries"  # sinks/webhooks/deliveries.py
 
 # output record kind (streams.core.records.OutputKind / replay file) -> table

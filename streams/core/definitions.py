@@ -17,8 +17,8 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from streams.core.attribution import MODELS, AttributionSettings
-from streams.core.calendar import BusinessCalendar
-from streams.core.errors import DefinitionsError
+from streams.core.calendar import BusinessCalendar, ClosedDays, PublicHolidays
+from streams.core.errors import DefinitionsError, UnknownHolidayRegion
 from streams.core.events import ACTIVITY_TYPES, REJECT_REASONS, TOUCH_TYPES, EventType
 from streams.core.scoring import FIT_OPS, FitRule, ScoringRules
 
@@ -81,16 +81,20 @@ class Definitions:
     default_team_id: str
     correction_window_days: int
     dedupe_ids_per_lead: int = 1000
+    history_max_entries: int = 64
+    recycle_cooldown_days: int = 14
     # the raw `alerts:` section, kept for the notifier (sinks/webhooks/routing.py validates it)
     alerts: Mapping[str, Any] | None = None
     # derived once from the fields above, for the per-event SLA code
     sla_policy_by_name: Mapping[str, SlaPolicy] = field(init=False, repr=False, compare=False)
     correction_window: timedelta = field(init=False, repr=False, compare=False)
+    recycle_cooldown: timedelta = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         by_name = MappingProxyType({policy.name: policy for policy in self.sla_policies})
         object.__setattr__(self, "sla_policy_by_name", by_name)
         object.__setattr__(self, "correction_window", timedelta(days=self.correction_window_days))
+        object.__setattr__(self, "recycle_cooldown", timedelta(days=self.recycle_cooldown_days))
 
     def team_of(self, owner_id: str | None, team_id: str | None) -> Team:
         """The explicit team, else the owner's team, else the default team."""
@@ -107,10 +111,17 @@ class Definitions:
         return person.manager_id if person else None
 
 
-def definitions_from_mapping(data: object, source: str = "<definitions>") -> Definitions:
-    """Validate an already-parsed definitions mapping."""
+def definitions_from_mapping(
+    data: object, source: str = "<definitions>", public_holidays: PublicHolidays | None = None
+) -> Definitions:
+    """Validate an already-parsed definitions mapping.
+
+    `public_holidays` resolves a team's `holidays: {country: …}` form (the core stays pure:
+    streams.definitions_file passes the `holidays` library in); without it only explicit date
+    lists are accepted.
+    """
     try:
-        return _build(data)
+        return _build(data, public_holidays)
     except DefinitionsError as exc:
         raise DefinitionsError(f"{source}: {exc}") from None
 
@@ -150,6 +161,12 @@ def _num(value: object, path: str, minimum: float = 0.0, strict: bool = False) -
     return float(value)
 
 
+def _seconds(value: object, path: str, unit_seconds: int, strict: bool = False) -> int:
+    """A duration in `unit_seconds` units as whole seconds, rounded to the nearest second
+    (0.0333… hours is 120 s, not 119: a float's binary error never loses a second)."""
+    return round(_num(value, path, strict=strict) * unit_seconds)
+
+
 def _str(value: object, path: str) -> str:
     if not isinstance(value, str) or not value:
         raise _fail(path, "must be a non-empty string")
@@ -177,7 +194,81 @@ def _hours(spec: object, path: str) -> tuple[tuple[time, time], ...]:
     return tuple(spans)
 
 
-def _team(data: object, path: str) -> Team:
+def _date(item: object, path: str) -> date:
+    if isinstance(item, date):
+        return item
+    try:
+        return date.fromisoformat(str(item))
+    except ValueError:
+        raise _fail(path, f"{item!r} is not a date (YYYY-MM-DD)") from None
+
+
+def _days(value: object, path: str) -> tuple[list[date], list[tuple[int, int]]]:
+    """One-off dates (YYYY-MM-DD) and yearly ones (MM-DD) of an `add`/`remove` list."""
+    once: list[date] = []
+    yearly: list[tuple[int, int]] = []
+    for i, item in enumerate(_list(value, path)):
+        text = str(item)
+        if not isinstance(item, date) and len(text) == 5 and text[2] == "-":
+            try:
+                month_day = (int(text[:2]), int(text[3:]))
+                date(2000, *month_day)  # a leap year: 02-29 is a valid yearly day
+            except ValueError:
+                raise _fail(f"{path}[{i}]", f"{item!r} is not a day of the year (MM-DD)") from None
+            yearly.append(month_day)
+            continue
+        try:
+            once.append(_date(item, f"{path}[{i}]"))
+        except DefinitionsError:
+            raise _fail(
+                f"{path}[{i}]", f"{item!r} is not a date (YYYY-MM-DD) or a yearly day (MM-DD)"
+            ) from None
+    return once, yearly
+
+
+def _closed_days(value: object, path: str, source: PublicHolidays | None) -> ClosedDays:
+    """A team's `holidays`: a list of dates, or public holidays of a region plus company days."""
+    if isinstance(value, list):
+        return ClosedDays(added=(_date(item, f"{path}[{i}]") for i, item in enumerate(value)))
+    d = _map(value, path, {"country", "subdivision", "categories", "skip", "add", "remove"}, set())
+    public = None
+    skipped: frozenset[str] = frozenset()
+    if "country" in d:
+        if source is None:
+            raise _fail(
+                f"{path}.country",
+                "public holidays need a holiday source: load the file with "
+                "streams.definitions_file.load_definitions (or list the dates instead)",
+            )
+        country = _str(d["country"], f"{path}.country").upper()
+        subdivision = None if d.get("subdivision") is None else str(d["subdivision"])
+        categories = (
+            None
+            if "categories" not in d
+            else tuple(str(c) for c in _list(d["categories"], f"{path}.categories"))
+        )
+        try:
+            public = source.lookup(country, subdivision, categories)
+            if "skip" in d:
+                skipped = frozenset(_list(d["skip"], f"{path}.skip"))
+                known = source.holiday_names(country, subdivision, categories)
+                for i, name in enumerate(_list(d["skip"], f"{path}.skip")):
+                    if name not in known:
+                        raise _fail(
+                            f"{path}.skip[{i}]",
+                            f"{country}{'-' + subdivision if subdivision else ''} has no holiday "
+                            f"named {name!r} (a typo would skip nothing); one of {sorted(known)}",
+                        )
+        except UnknownHolidayRegion as exc:
+            raise _fail(f"{path}.{exc.key}", str(exc)) from None
+    elif {"subdivision", "categories", "skip"} & d.keys():
+        raise _fail(f"{path}.country", "missing (subdivision, categories and skip need it)")
+    added, added_yearly = _days(d.get("add", []), f"{path}.add")
+    removed, removed_yearly = _days(d.get("remove", []), f"{path}.remove")
+    return ClosedDays(public, added, removed, added_yearly, removed_yearly, skipped)
+
+
+def _team(data: object, path: str, public_holidays: PublicHolidays | None = None) -> Team:
     d = _map(
         data,
         path,
@@ -195,20 +286,12 @@ def _team(data: object, path: str) -> Team:
     }
     if not any(weekly.values()):
         raise _fail(f"{path}.hours", "at least one weekday needs business hours")
-    holidays = set()
-    for i, item in enumerate(_list(d.get("holidays", []), f"{path}.holidays")):
-        if isinstance(item, date):
-            holidays.add(item)
-            continue
-        try:
-            holidays.add(date.fromisoformat(str(item)))
-        except ValueError:
-            raise _fail(f"{path}.holidays[{i}]", f"{item!r} is not a date (YYYY-MM-DD)") from None
+    holidays = _closed_days(d.get("holidays", []), f"{path}.holidays", public_holidays)
     team_id = _str(d["id"], f"{path}.id")
     return Team(
         id=team_id,
         name=str(d.get("name", team_id)),
-        calendar=BusinessCalendar(tz, weekly, frozenset(holidays)),
+        calendar=BusinessCalendar(tz, weekly, holidays),
         manager_id=d.get("manager_id"),
         weekly_mql_target=_int(d.get("weekly_mql_target", 0), f"{path}.weekly_mql_target"),
     )
@@ -282,12 +365,13 @@ def _policy(data: object, path: str) -> SlaPolicy:
             "met_by",
             "activity_types",
             "business_hours",
+            "business_minutes",
             "warn_at",
             "grace_minutes",
             "escalate_after_business_hours",
             "accountable",
         },
-        {"name", "starts_at", "met_by", "business_hours"},
+        {"name", "starts_at", "met_by"},
     )
     if d["starts_at"] not in STAGES + OFF_FUNNEL:
         raise _fail(f"{path}.starts_at", f"unknown stage {d['starts_at']!r}")
@@ -306,26 +390,35 @@ def _policy(data: object, path: str) -> SlaPolicy:
         warn = _num(warn, f"{path}.warn_at", strict=True)
         if warn >= 1:
             raise _fail(f"{path}.warn_at", "must be a fraction between 0 and 1")
-    hours = _num(d["business_hours"], f"{path}.business_hours", strict=True)
+    if ("business_hours" in d) == ("business_minutes" in d):
+        raise _fail(
+            f"{path}.business_hours", "give exactly one of business_hours, business_minutes"
+        )
+    if "business_hours" in d:
+        business_seconds = _seconds(d["business_hours"], f"{path}.business_hours", 3600, True)
+    else:
+        business_seconds = _seconds(d["business_minutes"], f"{path}.business_minutes", 60, True)
+    if business_seconds < 1:
+        raise _fail(f"{path}.business_hours", "must be at least one second")
     escalate = d.get("escalate_after_business_hours")
     return SlaPolicy(
         name=_str(d["name"], f"{path}.name"),
         starts_at=d["starts_at"],
         met_by=met_by,
         activity_types=activity_types,
-        business_seconds=int(hours * 3600),
+        business_seconds=business_seconds,
         warn_fraction=warn,
-        grace_seconds=int(_num(d.get("grace_minutes", 0), f"{path}.grace_minutes") * 60),
+        grace_seconds=_seconds(d.get("grace_minutes", 0), f"{path}.grace_minutes", 60),
         escalate_after_business_seconds=(
             None
             if escalate is None
-            else int(_num(escalate, f"{path}.escalate_after_business_hours", strict=True) * 3600)
+            else _seconds(escalate, f"{path}.escalate_after_business_hours", 3600, True)
         ),
         owner_team=str(d.get("accountable", "sales")),
     )
 
 
-def _build(data: object) -> Definitions:
+def _build(data: object, public_holidays: PublicHolidays | None) -> Definitions:
     d = _map(
         data,
         "",
@@ -344,7 +437,7 @@ def _build(data: object) -> Definitions:
     )
     teams: dict[str, Team] = {}
     for i, raw in enumerate(_list(d["teams"], "teams")):
-        team = _team(raw, f"teams[{i}]")
+        team = _team(raw, f"teams[{i}]", public_holidays)
         if team.id in teams:
             raise _fail(f"teams[{i}].id", f"duplicate team id {team.id!r}")
         teams[team.id] = team
@@ -376,7 +469,13 @@ def _build(data: object) -> Definitions:
     lifecycle = _map(
         d.get("lifecycle", {}),
         "lifecycle",
-        {"recycle_reasons", "correction_window_days", "dedupe_ids_per_lead"},
+        {
+            "recycle_reasons",
+            "recycle_cooldown_days",
+            "correction_window_days",
+            "dedupe_ids_per_lead",
+            "history_max_entries",
+        },
         set(),
     )
     recycle = frozenset(_list(lifecycle.get("recycle_reasons", []), "lifecycle.recycle_reasons"))
@@ -412,6 +511,14 @@ def _build(data: object) -> Definitions:
     if alerts is not None and not isinstance(alerts, dict):
         raise _fail("alerts", "must be a mapping")
     canonical = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    if public_holidays is not None and any(
+        isinstance(team, dict)
+        and isinstance(team.get("holidays"), dict)
+        and "country" in team["holidays"]
+        for team in d["teams"]
+    ):
+        # the same file under another release of the holiday source may close other days
+        canonical += "|" + public_holidays.name
     return Definitions(
         version=hashlib.sha256(canonical.encode()).hexdigest()[:12],
         company=str(d.get("company", "")),
@@ -427,6 +534,12 @@ def _build(data: object) -> Definitions:
         ),
         dedupe_ids_per_lead=_int(
             lifecycle.get("dedupe_ids_per_lead", 1000), "lifecycle.dedupe_ids_per_lead", 1
+        ),
+        history_max_entries=_int(
+            lifecycle.get("history_max_entries", 64), "lifecycle.history_max_entries", 2
+        ),
+        recycle_cooldown_days=_int(
+            lifecycle.get("recycle_cooldown_days", 14), "lifecycle.recycle_cooldown_days"
         ),
         alerts=MappingProxyType(alerts) if alerts is not None else None,
     )

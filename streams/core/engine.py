@@ -5,16 +5,28 @@ streams.core.identity); `tick` fires SLA timers; `next_deadline` says when a tic
 `snapshot` is the lead-state record of a state (its `version` counts the changes, so a driver
 emits one whenever the version moved: the worker after every change, replay once at the end).
 The replay driver and the streaming agents call exactly these functions.
+
+Event time, not arrival: a lead is the fold of its history, the entries (its events, and the
+states of duplicates merged into it) in the total order `entry_key` — occurred_at, a fixed
+event-type rank, the event id — with each SLA timer firing at its scheduled instant between
+them. An entry that sorts after everything applied (and after every timer that fired) is
+applied on top (the common case, no re-fold). One that sorts earlier is merged into its place
+and the history is folded again; the outputs that change are emitted as upserts, SLA outcomes
+that change as `corrected`, and records that no longer hold as retractions (`deleted`). So the
+final outputs depend on the set of events and their times only, not on the order in which the
+upstream systems' records arrived. Beyond `lifecycle.history_max_entries` entries, the older
+half of a lead's history is folded into `base`; an event older than that is refused ("late",
+a dead letter for the driver).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from operator import attrgetter
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from streams.core import sla
 from streams.core.attribution import TouchPoint, Trigger, attribute
@@ -23,9 +35,20 @@ from streams.core.errors import IllegalTransition
 from streams.core.events import Event, EventType
 from streams.core.identity import Absorb, Forget, Identify, Message, Stitch
 from streams.core.lifecycle import Signal, Stage, evolve
-from streams.core.records import LeadStateSnapshot, Record, Transition, record_id
-from streams.core.scoring import engagement_points, fit_points, is_mql
+from streams.core.records import (
+    AttributionCredit,
+    LeadStateSnapshot,
+    Record,
+    SlaRecord,
+    Transition,
+    iso_z,
+    record_id,
+)
+from streams.core.scoring import engagement_points, fit_points, is_mql, is_re_mql
 from streams.core.state import LeadDraft, LeadState, Touch, remember, touch_of
+
+if TYPE_CHECKING:
+    from streams.core.state import Entry
 
 _SALES_SIGNALS = {
     EventType.LEAD_ACCEPTED: Signal.ACCEPTED,
@@ -34,7 +57,6 @@ _SALES_SIGNALS = {
     EventType.DEAL_WON: Signal.WON,
     EventType.DEAL_LOST: Signal.LOST,
 }
-_MQL_ELIGIBLE = (Stage.INQUIRY, Stage.RECYCLED)
 
 
 class Step(NamedTuple):
@@ -62,50 +84,413 @@ class _Changes:
 
 
 def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
-    """Apply one message addressed to a lead."""
-    if type(message) is not Event:
-        if isinstance(message, Stitch):
-            return _stitch(state, message, defs)
-        if isinstance(message, Absorb):
-            return _absorb(state, message, defs)
-        raise TypeError(f"{type(message).__name__} is addressed to an anonymous key")
-    event = message
-    lead_id = event.lead_id
-    assert lead_id is not None, "anonymous touches go to identity.apply_anonymous"
-    if state is None:
-        state = LeadState(lead_id)
-    if event.event_id in state.seen:
+    """Apply one message addressed to a lead, in its event-time place (module docstring)."""
+    if type(message) is Event:
+        assert message.lead_id is not None, "anonymous touches go to identity.apply_anonymous"
+        return _admit(state, message.lead_id, message, message.event_id, defs)
+    if isinstance(message, Absorb):
+        return _admit(state, message.survivor_id, message, _entry_id(message), defs)
+    if isinstance(message, Stitch):
+        return _apply_all(state, message.lead_id, stitched_touches(message), defs)
+    raise TypeError(f"{type(message).__name__} is addressed to an anonymous key")
+
+
+def stitched_touches(message: Stitch) -> list[Event]:
+    """The touch events an anonymous visitor made, now addressed to the lead it turned out to be."""
+    return [
+        Event(
+            t.event_id,
+            EventType.TOUCH,
+            t.occurred_at,
+            "stitched",
+            lead_id=message.lead_id,
+            anonymous_id=message.anonymous_id,
+            touch_type=t.touch_type,
+            channel=t.channel,
+            campaign_id=t.campaign_id,
+        )
+        for t in message.touches
+    ]
+
+
+def _apply_all(
+    state: LeadState | None, lead_id: str, events: list[Event], defs: Definitions
+) -> Step:
+    """Several events of one lead at once (a stitch): appended one by one while they sort
+    last, else merged into the history together and folded once."""
+    state = state or LeadState(lead_id)
+    fresh = sorted((e for e in events if e.event_id not in state.seen), key=entry_key)
+    if not fresh:
         return Step(state, ignored="duplicate")
-    draft = LeadDraft(state)
-    at = event.occurred_at
-    clock = at if state.clock is None or at > state.clock else state.clock
-    draft.seen = remember(state.seen, event.event_id, defs.dedupe_ids_per_lead)
-    if state.merged_into is not None:
-        forward = event._replace(lead_id=state.merged_into)
-        return Step(draft.freeze(), forwards=(forward,), ignored="merged")
-    if state.erased:
-        return Step(draft.freeze(), ignored="erased")
-    draft.clock = clock
-    changes = _Changes()
-    _apply_event(draft, event, defs, changes)
-    return Step(
-        draft.freeze(),
-        tuple(changes.outputs) if changes.outputs else (),
-        tuple(changes.forwards) if changes.forwards else (),
-        changes.ignored,
+    last = state.history[-1] if state.history else None
+    sorts_last = (last is None or entry_key(fresh[0]) > entry_key(last)) and (
+        state.timer_at is None or fresh[0].occurred_at > state.timer_at
     )
+    if state.erased or state.merged_into is not None or sorts_last:
+        outputs: list[Record] = []
+        forwards: list[Message] = []
+        ignored = None
+        current: LeadState | None = state
+        for event in fresh:
+            step = apply(current, event, defs)
+            current = step.state
+            outputs.extend(step.outputs)
+            forwards.extend(step.forwards)
+            ignored = ignored or step.ignored
+        return Step(current, tuple(outputs), tuple(forwards), None if outputs else ignored)
+    if state.horizon_at is not None and fresh[0].occurred_at <= state.horizon_at:
+        late = [e for e in fresh if e.occurred_at <= state.horizon_at]
+        rest = [e for e in fresh if e.occurred_at > state.horizon_at]
+        step = _apply_all(state, lead_id, rest, defs) if rest else Step(state)
+        reason = apply(step.state, late[0], defs).ignored
+        return Step(step.state, step.outputs, step.forwards, reason)
+    history = tuple(sorted((*state.history, *fresh), key=entry_key))
+    seen = state.seen
+    for event in fresh:
+        seen = remember(seen, event.event_id, defs.dedupe_ids_per_lead)
+    return _refolded(state, history, seen, fresh[-1].occurred_at, defs)
 
 
 def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
     """Fire the lead's SLA timers due at or before `now`."""
     if not state.sla:
         return Step(state)
+    ticked, records = _tick(state, now, defs)
+    if ticked is state:
+        return Step(state)
+    return _finish(ticked, records, (), None)
+
+
+def _tick(
+    state: LeadState, now: datetime, defs: Definitions
+) -> tuple[LeadState, tuple[SlaRecord, ...]]:
+    """`tick` without stamping revisions (the fold's ticks)."""
     instances, records = sla.on_tick(state.sla, now, defs)
     if not records and instances == state.sla:
-        return Step(state)
+        return state, ()
     draft = LeadDraft(state)
     draft.sla = instances
-    return Step(draft.freeze(), records)
+    fired = sla.fired_until(state.sla, records, instances, defs)
+    if fired is not None and (draft.timer_at is None or fired > draft.timer_at):
+        draft.timer_at = fired
+    return draft.freeze(), records
+
+
+# --- event time: a lead is the fold of its history ------------------------------------------
+
+_EPSILON = timedelta(microseconds=1)
+# The tie-break of events at the same instant: the order the funnel expects them in.
+_RANK = {
+    EventType.LEAD_CREATED: 0,
+    EventType.LEAD_IDENTIFIED: 1,
+    EventType.OWNER_ASSIGNED: 2,
+    EventType.LEAD_UPDATED: 3,
+    EventType.TOUCH: 4,
+    EventType.ACTIVITY: 5,
+    EventType.LEAD_ACCEPTED: 6,
+    EventType.LEAD_QUALIFIED: 7,
+    EventType.OPPORTUNITY_CREATED: 8,
+    EventType.DEAL_WON: 9,
+    EventType.DEAL_LOST: 10,
+    EventType.LEAD_REJECTED: 11,
+    EventType.LEAD_MERGED: 12,
+    EventType.LEAD_ERASED: 13,
+}
+_ABSORB_RANK = _RANK[EventType.LEAD_MERGED]
+
+
+def _entry_id(entry: Entry) -> str:
+    if type(entry) is Event:
+        return entry.event_id
+    assert isinstance(entry, Absorb)
+    return f"absorb:{entry.duplicate.lead_id}:{entry.event_id}"
+
+
+def entry_key(entry: Entry) -> tuple[datetime, int, str]:
+    """The total order of a lead's history: occurred_at, then a fixed event-type rank, then
+    the event id; never arrival."""
+    if type(entry) is Event:
+        return (entry.occurred_at, _RANK[entry.event_type], entry.event_id)
+    assert isinstance(entry, Absorb)
+    return (entry.occurred_at, _ABSORB_RANK, _entry_id(entry))
+
+
+def _admit(
+    state: LeadState | None, lead_id: str, entry: Entry, key: str, defs: Definitions
+) -> Step:
+    """Dedupe `entry`, then append it (the fast path: it sorts after everything applied and
+    after every timer that fired) or merge it into its place and re-fold (the slow path)."""
+    if state is None:
+        state = LeadState(lead_id)
+    replaced: Entry | None = None
+    if key in state.seen:
+        if type(entry) is Event:
+            return Step(state, ignored="duplicate")
+        replaced = next((e for e in state.history if _entry_id(e) == key), None)
+        if replaced is None or replaced == entry:
+            return Step(state, ignored="duplicate")
+    if state.erased:
+        draft = LeadDraft(state)
+        draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+        return Step(draft.freeze(), ignored="erased")
+    at = entry.occurred_at
+    if state.horizon_at is not None and at <= state.horizon_at:
+        return Step(
+            state,
+            ignored=f"late: occurred at {iso_z(at)}, at or before the lead's lateness horizon "
+            f"{iso_z(state.horizon_at)} (lifecycle.history_max_entries)",
+        )
+    order = entry_key(entry)
+    history = state.history
+    in_order = (
+        replaced is None
+        and (not history or order > entry_key(history[-1]))
+        and (state.timer_at is None or at > state.timer_at)
+        and not _identifies_held_touches(entry, history)
+    )
+    if in_order:
+        return _append(state, entry, key, defs)
+    return _refold(state, entry, key, replaced, defs)
+
+
+def _identifies_held_touches(entry: Entry, history: tuple[Entry, ...]) -> bool:
+    """A `lead_identified` after touches of its anonymous id: those are adopted at it (re-fold)."""
+    if type(entry) is not Event or entry.event_type is not EventType.LEAD_IDENTIFIED:
+        return False
+    anonymous_id = entry.anonymous_id
+    return any(type(e) is Event and e.anonymous_id == anonymous_id for e in history)
+
+
+def _append(state: LeadState, entry: Entry, key: str, defs: Definitions) -> Step:
+    outputs: list[Record] = []
+    if state.merged_into is None and state.sla:
+        due = sla.next_deadline(state.sla, defs)
+        if due is not None and due < entry.occurred_at:
+            state, ticked = _tick(state, entry.occurred_at - _EPSILON, defs)
+            outputs.extend(ticked)
+    seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+    if type(entry) is Event and state.merged_into is None and not state.erased:
+        # the hot path: one draft for the event, its history and its revisions
+        draft = LeadDraft(state)
+        if state.clock is None or entry.occurred_at > state.clock:
+            draft.clock = entry.occurred_at
+        changes = _Changes()
+        _apply_event(draft, entry, defs, changes)
+        draft.seen = seen
+        draft.history = (*state.history, entry)
+        _compact(draft, defs)
+        outputs.extend(changes.outputs)
+        _stamp(draft, outputs)
+        return Step(draft.freeze(), tuple(outputs), tuple(changes.forwards), changes.ignored)
+    step = _step(state, entry, defs)
+    after = step.state
+    assert after is not None
+    outputs.extend(step.outputs)
+    draft = LeadDraft(after)
+    draft.seen = seen
+    if step.ignored != "merged":  # forwarded to the survivor: kept there, not here
+        draft.history = (*state.history, entry)
+        _compact(draft, defs)
+    _stamp(draft, outputs)
+    return Step(draft.freeze(), tuple(outputs), step.forwards, step.ignored)
+
+
+def _stamp(draft: LeadDraft, outputs: Sequence[Record]) -> None:
+    """Give each output the lead's next revision (what downstream keeps the highest of)."""
+    revision = draft.revision
+    for record in outputs:
+        revision += 1
+        object.__setattr__(record, "revision", revision)
+    draft.revision = revision
+
+
+def _refold(
+    state: LeadState, entry: Entry, key: str, replaced: Entry | None, defs: Definitions
+) -> Step:
+    """Fold the history again with `entry` in its place (module docstring)."""
+    kept = [e for e in state.history if e is not replaced]
+    order = entry_key(entry)
+    position = len(kept)
+    while position and entry_key(kept[position - 1]) > order:
+        position -= 1
+    history = (*kept[:position], entry, *kept[position:])
+    seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+    return _refolded(state, history, seen, entry.occurred_at, defs)
+
+
+def _refolded(
+    state: LeadState,
+    history: tuple[Entry, ...],
+    seen: Mapping[str, None],
+    latest_at: datetime,
+    defs: Definitions,
+) -> Step:
+    """`state` with `history` folded from its base; emit what changed (upserts, corrections of
+    SLA outcomes, retractions of what no longer holds)."""
+    base = state.base or LeadState(state.lead_id)
+    before, old_outputs, old_forwards = _fold(base, state.history, state.timer_at, defs)
+    after, new_outputs, new_forwards = _fold(base, history, state.timer_at, defs)
+    stamp = max(filter(None, (state.clock, state.timer_at, latest_at)))
+    outputs = _changes(old_outputs, new_outputs, stamp)
+    forwards = tuple(f for f in new_forwards if f not in old_forwards)
+    draft = LeadDraft(after)
+    draft.history = history
+    draft.base = state.base
+    draft.horizon_at = state.horizon_at
+    draft.seen = seen
+    draft.revision = state.revision
+    draft.version = state.version + (1 if outputs or before != after else 0)
+    if state.timer_at is not None and (draft.timer_at is None or draft.timer_at < state.timer_at):
+        draft.timer_at = state.timer_at
+    _compact(draft, defs)
+    _stamp(draft, outputs)
+    return Step(draft.freeze(), tuple(outputs), forwards, None)
+
+
+def _fold(
+    base: LeadState, history: Sequence[Entry], timer_at: datetime | None, defs: Definitions
+) -> tuple[LeadState, list[Record], list[Message]]:
+    """`base` with `history` applied in order, each entry after the timers due strictly before
+    it, then the timers due by `timer_at`; touches of a visitor identified later in the
+    history wait for that `lead_identified` (they are adopted there, as a stitch)."""
+    state = base
+    outputs: list[Record] = []
+    forwards: list[Message] = []
+    identified = {
+        e.anonymous_id: entry_key(e)
+        for e in history
+        if type(e) is Event and e.event_type is EventType.LEAD_IDENTIFIED
+    }
+    held: dict[str, list[Touch]] = {}
+    for entry in history:
+        at = entry.occurred_at
+        if state.sla and state.merged_into is None:
+            due = sla.next_deadline(state.sla, defs)
+            if due is not None and due < at:
+                state, ticked = _tick(state, at - _EPSILON, defs)
+                outputs.extend(ticked)
+        if (
+            type(entry) is Event
+            and entry.event_type is EventType.TOUCH
+            and entry.anonymous_id in identified
+            and entry_key(entry) < identified[entry.anonymous_id]
+        ):
+            held.setdefault(entry.anonymous_id or "", []).append(touch_of(entry, 0))
+            continue
+        step = _step(state, entry, defs)
+        assert step.state is not None
+        state = step.state
+        outputs.extend(step.outputs)
+        forwards.extend(step.forwards)
+        if type(entry) is Event and entry.event_type is EventType.LEAD_IDENTIFIED:
+            touches = held.pop(entry.anonymous_id or "", None)
+            if touches and not state.erased and state.merged_into is None:
+                draft = LeadDraft(state)
+                changes = _Changes()
+                _adopt_touches(draft, tuple(touches))
+                _settle(draft, entry.event_id, at, defs, changes, attributes_changed=False)
+                state = draft.freeze()
+                outputs.extend(changes.outputs)
+    if timer_at is not None and state.sla and state.merged_into is None:
+        state, ticked = _tick(state, timer_at, defs)
+        outputs.extend(ticked)
+    return state, outputs, forwards
+
+
+def _output_key(record: Record) -> tuple[str, str]:
+    if type(record) is SlaRecord:
+        return ("sla", record.instance_id)
+    return (str(record.kind), record.record_id)
+
+
+def _changes(old: list[Record], new: list[Record], stamp: datetime) -> list[Record]:
+    """The records that turn what `old` left downstream into what `new` leaves (latest per key)."""
+    before = {_output_key(r): r for r in old}
+    after = {_output_key(r): r for r in new}
+    out: list[Record] = [
+        _retraction(record, stamp) for key, record in before.items() if key not in after
+    ]
+    for key, record in after.items():
+        previous = before.get(key)
+        if previous == record:
+            continue
+        if previous is None or type(record) is AttributionCredit:
+            out.append(record)
+        elif type(record) is Transition:  # retracted, then the new one: tallies follow both
+            out.append(_retraction(previous, stamp))
+            out.append(record)
+        else:
+            assert type(record) is SlaRecord and type(previous) is SlaRecord
+            out.append(sla.re_evaluated(previous, record, stamp))
+    return out
+
+
+def _retraction(record: Record, stamp: datetime) -> Record:
+    if type(record) is SlaRecord:
+        return sla.retracted(record, stamp)
+    assert type(record) is Transition or type(record) is AttributionCredit
+    return replace(record, deleted=True)
+
+
+def _finish(
+    state: LeadState,
+    outputs: Sequence[Record],
+    forwards: Sequence[Message],
+    ignored: str | None,
+) -> Step:
+    """`state` with its outputs stamped (`_stamp`)."""
+    if not outputs:
+        return Step(state, (), tuple(forwards), ignored)
+    draft = LeadDraft(state)
+    _stamp(draft, outputs)
+    return Step(draft.freeze(), tuple(outputs), tuple(forwards), ignored)
+
+
+def _compact(d: LeadDraft, defs: Definitions) -> None:
+    """Beyond `lifecycle.history_max_entries`, fold the older half of the history into `base`;
+    an event at or before `horizon_at` (the newest entry folded) is then refused as too late.
+    An erased lead keeps no history (its personal data goes)."""
+    if d.erased:
+        d.history, d.base = (), None
+        d.horizon_at = d.clock
+        return
+    history = d.history
+    if len(history) <= defs.history_max_entries:
+        return
+    count = len(history) - defs.history_max_entries // 2
+    old = history[:count]
+    base, _, _ = _fold(d.base or LeadState(d.lead_id), old, None, defs)
+    d.base = replace(base, seen={}, history=(), base=None)
+    d.history = history[count:]
+    d.horizon_at = old[-1].occurred_at
+
+
+def _step(state: LeadState, entry: Entry, defs: Definitions) -> Step:
+    """One entry applied on top of `state` (no dedupe, no history, no revisions)."""
+    if state.merged_into is not None:
+        if type(entry) is Event:
+            forward: Message = entry._replace(lead_id=state.merged_into)
+        else:
+            assert isinstance(entry, Absorb)
+            forward = replace(entry, survivor_id=state.merged_into)
+        return Step(state, forwards=(forward,), ignored="merged")
+    if state.erased:
+        return Step(state, ignored="erased")
+    if type(entry) is not Event:
+        assert isinstance(entry, Absorb)
+        return _absorb(state, entry, defs)
+    draft = LeadDraft(state)
+    at = entry.occurred_at
+    if state.clock is None or at > state.clock:
+        draft.clock = at
+    changes = _Changes()
+    _apply_event(draft, entry, defs, changes)
+    return Step(
+        draft.freeze(),
+        tuple(changes.outputs) if changes.outputs else (),
+        tuple(changes.forwards) if changes.forwards else (),
+        changes.ignored,
+    )
 
 
 def next_deadline(state: LeadState, defs: Definitions) -> datetime | None:
@@ -124,7 +509,9 @@ def snapshot(state: LeadState, defs: Definitions) -> LeadStateSnapshot | None:
     assert at is not None, "a lead with a stage or a fate has seen a message"
     touches = state.touches
     first = min(touches, key=_touch_order) if touches else None
-    engagement = engagement_points(touches, at, defs.scoring) if touches else 0
+    engagement = (
+        engagement_points(touches, at, defs.scoring, after=state.recycled_at) if touches else 0
+    )
     return LeadStateSnapshot(
         record_id=record_id(state.lead_id, "state", state.version),
         lead_id=state.lead_id,
@@ -272,6 +659,8 @@ def _move(
         d.inquiry_at = at
     if move.to_stage is Stage.MQL:
         d.mql_at = at
+    elif move.to_stage is Stage.RECYCLED:
+        d.recycled_at = at
 
 
 def _check_mql(
@@ -282,9 +671,22 @@ def _check_mql(
     defs: Definitions,
     ch: _Changes,
 ) -> None:
-    """Only leads that can become MQL are scored here (most events are for other leads)."""
-    if d.stage in _MQL_ELIGIBLE and is_mql(d.fit_score, d.touches, at, touch_type, defs.scoring):
-        _move(d, Signal.MQL, event_id, at, None, defs, ch)
+    """Only leads that can become MQL are scored here (most events are for other leads); a
+    recycled lead must re-engage (scoring.is_re_mql)."""
+    stage = d.stage
+    if stage is Stage.INQUIRY:
+        if not is_mql(d.fit_score, d.touches, at, touch_type, defs.scoring):
+            return
+    elif stage is Stage.RECYCLED:
+        recycled_at = d.recycled_at or d.stage_entered_at
+        assert recycled_at is not None, "a lead with a stage entered it at some time"
+        if not is_re_mql(
+            d.fit_score, d.touches, at, touch_type, defs.scoring, recycled_at, defs.recycle_cooldown
+        ):
+            return
+    else:
+        return
+    _move(d, Signal.MQL, event_id, at, None, defs, ch)
 
 
 def _start_slas(d: LeadDraft, event_id: str, at: datetime, defs: Definitions, ch: _Changes) -> None:
@@ -326,35 +728,6 @@ def _changed(d: LeadDraft, force: bool = False) -> None:
 # --- identity steps -------------------------------------------------------------------------
 
 
-def _begin(
-    state: LeadState | None, lead_id: str, key: str, at: datetime, defs: Definitions
-) -> tuple[LeadDraft, Step | None]:
-    """A draft for an identity message, or the Step to return at once (duplicate/erased)."""
-    state = state or LeadState(lead_id)
-    if key in state.seen:
-        return LeadDraft(state), Step(state, ignored="duplicate")
-    d = LeadDraft(state)
-    d.seen = remember(d.seen, key, defs.dedupe_ids_per_lead)
-    if d.erased:
-        return d, Step(d.freeze(), ignored="erased")
-    return d, None
-
-
-def _stitch(state: LeadState | None, message: Stitch, defs: Definitions) -> Step:
-    if state is not None and state.merged_into is not None:
-        return Step(
-            state, forwards=(replace(message, lead_id=state.merged_into),), ignored="merged"
-        )
-    key = f"stitch:{message.anonymous_id}:{message.event_id}"
-    d, done = _begin(state, message.lead_id, key, message.occurred_at, defs)
-    if done is not None:
-        return done
-    ch = _Changes()
-    _adopt_touches(d, message.touches, defs)
-    _settle(d, message.event_id, message.occurred_at, defs, ch, attributes_changed=False)
-    return Step(d.freeze(), tuple(ch.outputs))
-
-
 def _settle(
     d: LeadDraft,
     event_id: str,
@@ -374,16 +747,14 @@ def _settle(
     _changed(d)
 
 
-def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...], defs: Definitions) -> None:
+def _adopt_touches(d: LeadDraft, touches: tuple[Touch, ...]) -> None:
     known = {t.event_id for t in d.touches}
     adopted = []
-    for touch in sorted(touches, key=lambda t: (t.occurred_at, t.seq)):
+    for touch in sorted(touches, key=lambda t: (t.occurred_at, t.event_id)):
         if touch.event_id not in known:
             adopted.append(touch._replace(seq=d.next_seq))
             d.next_seq += 1
     d.touches = (*d.touches, *adopted)
-    for touch in adopted:
-        d.seen = remember(d.seen, touch.event_id, defs.dedupe_ids_per_lead)
 
 
 def _merge_away(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
@@ -396,18 +767,16 @@ def _merge_away(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> 
         d.sla, str(event.event_type), None, event.occurred_at, event.event_id, "merged", defs
     )
     ch.outputs.extend(records)
-    ch.forwards.append(Absorb(survivor, d.freeze(), event.event_id, event.occurred_at))
+    duplicate = replace(d.freeze(), seen={}, history=(), base=None, revision=0)
+    ch.forwards.append(Absorb(survivor, duplicate, event.event_id, event.occurred_at))
     d.merged_into = survivor
     d.sla = ()
     _changed(d, force=True)
 
 
-def _absorb(state: LeadState | None, message: Absorb, defs: Definitions) -> Step:
+def _absorb(state: LeadState, message: Absorb, defs: Definitions) -> Step:
     dup = message.duplicate
-    key = f"absorb:{dup.lead_id}:{message.event_id}"
-    d, done = _begin(state, message.survivor_id, key, message.occurred_at, defs)
-    if done is not None:
-        return done
+    d = LeadDraft(state)
     ch = _Changes()
     at = message.occurred_at
     d.attributes = _merged(dup.attributes, d.attributes)
@@ -416,9 +785,7 @@ def _absorb(state: LeadState | None, message: Absorb, defs: Definitions) -> Step
     d.team_id = d.team_id or dup.team_id
     d.source = d.source or dup.source
     d.created_at = min(filter(None, (d.created_at, dup.created_at)), default=None)
-    for key in dup.seen:
-        d.seen = remember(d.seen, key, defs.dedupe_ids_per_lead)
-    _adopt_touches(d, dup.touches, defs)
+    _adopt_touches(d, dup.touches)
     if d.stage is None and dup.stage is not None:
         _move(d, Signal.KNOWN, message.event_id, at, None, defs, ch)
     _settle(d, message.event_id, at, defs, ch, attributes_changed=True)
@@ -430,5 +797,7 @@ def _erase(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
         ch.forwards.append(Forget(anonymous_id, event.event_id))
     d.attributes = MappingProxyType({})
     d.anonymous_ids = frozenset()
+    d.touches = ()  # behaviour is personal data too; credits already given stay (aggregates)
+    d.fit_score = 0
     d.erased = True
     _changed(d, force=True)

@@ -17,3 +17,14 @@ class InvalidEvent(CoreError):
 
 class IllegalTransition(CoreError):
     """An event asks for a lifecycle move the funnel does not allow from the current stage."""
+
+
+class UnknownHolidayRegion(CoreError):
+    """A holiday source does not know a country, subdivision, category or holiday name.
+
+    `key` is the definitions key at fault (country, subdivision, categories or skip), so the
+    loader can name its full path."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key

@@ -2,7 +2,9 @@
 
 Every record carries `record_id` (deterministic: the same input and definitions always give the
 same id, so re-deliveries can be deduplicated downstream) and `definitions_version` (the content
-hash of the definitions that produced it). `as_dict()` gives the JSON-ready form: datetimes as
+hash of the definitions that produced it). Transitions, SLA records and credits also carry
+`revision` (per lead, increasing with every record the lead emits: the version downstream keeps
+the highest of) and `deleted` (a retraction: a late event showed the record no longer holds). `as_dict()` gives the JSON-ready form: datetimes as
 ISO-8601 UTC strings ending in `Z`, money as integer minor units.
 """
 
@@ -102,6 +104,8 @@ class Transition(_Record):
     owner_id: str | None
     team_id: str | None
     definitions_version: str
+    revision: int = 0
+    deleted: bool = False
 
     kind = OutputKind.TRANSITION
 
@@ -125,6 +129,7 @@ class SlaEvent(StrEnum):
     ESCALATED = "escalated"
     CANCELLED = "cancelled"
     CORRECTED = "corrected"
+    RETRACTED = "retracted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +165,8 @@ class SlaRecord(_Record):
     actual: int | None
     at: datetime
     definitions_version: str
+    revision: int = 0
+    deleted: bool = False
 
     kind = OutputKind.SLA
 
@@ -188,6 +195,8 @@ class AttributionCredit(_Record):
     amount_minor: int
     currency: str
     definitions_version: str
+    revision: int = 0
+    deleted: bool = False
 
     kind = OutputKind.ATTRIBUTION
 

@@ -98,13 +98,24 @@ class ScoredTouch(Protocol):
     def occurred_at(self) -> datetime: ...
 
 
-def engagement_points(touches: Iterable[ScoredTouch], at: datetime, rules: ScoringRules) -> int:
-    """Points of the touches with at − window ≤ occurred_at ≤ at."""
+def engagement_points(
+    touches: Iterable[ScoredTouch],
+    at: datetime,
+    rules: ScoringRules,
+    after: datetime | None = None,
+) -> int:
+    """Points of the touches with at − window ≤ occurred_at ≤ at (and occurred_at > `after`,
+    the lead's latest recycle, when given: a recycle resets engagement)."""
     earliest = at - rules.engagement_window
     points = rules.touch_points
     total = 0
+    if after is None:
+        for touch in touches:
+            if earliest <= touch.occurred_at <= at:
+                total += points.get(touch.touch_type, 0)
+        return total
     for touch in touches:
-        if earliest <= touch.occurred_at <= at:
+        if earliest <= touch.occurred_at <= at and touch.occurred_at > after:
             total += points.get(touch.touch_type, 0)
     return total
 
@@ -139,3 +150,31 @@ def _positive_points(touches: Iterable[ScoredTouch], rules: ScoringRules) -> int
     for touch in touches:
         total += points.get(touch.touch_type, 0)
     return total
+
+
+def is_re_mql(
+    fit_score: int,
+    touches: Sequence[ScoredTouch],
+    at: datetime,
+    touch_type: str | None,
+    rules: ScoringRules,
+    recycled_at: datetime,
+    cooldown: timedelta,
+) -> bool:
+    """Whether a recycled lead is marketing-qualified again (the lead must re-engage).
+
+    Only a touch occurring after the recycle (`touch_type` is None for any other event, the
+    rejection included) can bring it back: inside the cool-off (recycled_at + cooldown) only
+    a hand-raiser; after it, a hand-raiser or fit + the engagement of the touches after the
+    recycle reaching the threshold. Fit stays; engagement before the recycle never counts.
+    """
+    if touch_type is None or at <= recycled_at:
+        return False
+    if touch_type in rules.hand_raisers:
+        return True
+    if at < recycled_at + cooldown:
+        return False
+    missing = rules.mql_threshold - fit_score
+    if missing <= 0:
+        return True
+    return engagement_points(touches, at, rules, after=recycled_at) >= missing

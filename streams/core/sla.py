@@ -10,7 +10,7 @@ the instance is dropped from state.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import NamedTuple
 
@@ -260,6 +260,54 @@ def on_tick(
     return tuple(kept), tuple(records)
 
 
+def fired_until(
+    before: tuple[SlaInstance, ...],
+    records: tuple[SlaRecord, ...],
+    after: tuple[SlaInstance, ...],
+    defs: Definitions,
+) -> datetime | None:
+    """The latest scheduled instant of what an `on_tick` from `before` to `after` fired: its
+    records' instants and the drops of breaches past the correction window."""
+    instants = [r.at for r in records]
+    if len(after) < len(before):
+        kept = {i.instance_id for i in after}
+        window = defs.correction_window
+        instants.extend(i.breach_at + window for i in before if i.instance_id not in kept)
+    return max(instants) if instants else None
+
+
+_SETTLED = (SlaStatus.MET, SlaStatus.CANCELLED)
+
+
+def re_evaluated(previous: SlaRecord, latest: SlaRecord, stamp: datetime) -> SlaRecord:
+    """The record that replaces `previous` (what downstream holds for the instance) by
+    `latest` (what a re-fold with a late event gives). A change of an outcome already told —
+    a breach now met or cancelled, a met or cancelled instance now otherwise — is a
+    `corrected` record stamped `stamp`, never a fresh warning, breach or escalation."""
+    told = previous.status is SlaStatus.BREACHED or previous.status in _SETTLED
+    if not told or (previous.status is latest.status and previous.status is SlaStatus.BREACHED):
+        return latest
+    return replace(
+        latest,
+        record_id=record_id(latest.instance_id, SlaEvent.CORRECTED, stamp.isoformat()),
+        event=SlaEvent.CORRECTED,
+        corrected_at=stamp,
+        at=stamp,
+    )
+
+
+def retracted(record: SlaRecord, stamp: datetime) -> SlaRecord:
+    """`record`'s instance withdrawn: a late event showed it never started (e.g. the lead became
+    MQL at another event)."""
+    return replace(
+        record,
+        record_id=record_id(record.instance_id, SlaEvent.RETRACTED, stamp.isoformat()),
+        event=SlaEvent.RETRACTED,
+        at=stamp,
+        deleted=True,
+    )
+
+
 def next_deadline(instances: tuple[SlaInstance, ...], defs: Definitions) -> datetime | None:
     """The earliest time at which `on_tick` would change something."""
     times = []
@@ -281,15 +329,21 @@ def next_deadline(instances: tuple[SlaInstance, ...], defs: Definitions) -> date
 
 @dataclass(frozen=True, slots=True)
 class WeeklyMqlTally:
-    """MQL counts per (team, ISO week start in the team's time zone) not yet reported.
+    """MQL counts per (team, ISO week start in the team's time zone).
 
-    `open_from` is, per team, the first week not yet reported. Every team's weeks open with the
-    first MQL counted for any team, so a week with no MQL at all is reported (as a breach) too.
-    An MQL whose week was already reported (a very late event) is not re-reported.
+    `open_from` is, per team, the first week not yet reported; `reported` holds the count each
+    reported week was reported with. Every team's weeks open with the earliest MQL counted for
+    any team, so a week with no MQL at all is reported (as a breach) too. The tally is a sum:
+    counts (+1) and retractions (−1) give the same result in any order. A change to a week
+    already reported (an MQL that arrived late, or was retracted) reports the week again with
+    its new count (a `corrected` record); an earlier first week reports the weeks before.
+    `revision` counts the records the tally emitted (their `revision`).
     """
 
     counts: Mapping[tuple[str, date], int]
     open_from: Mapping[str, date]
+    reported: Mapping[tuple[str, date], int] = field(default_factory=dict)
+    revision: int = 0
 
 
 EMPTY_TALLY = WeeklyMqlTally({}, {})
@@ -309,18 +363,41 @@ def _week_bounds(team_id: str, week: date, defs: Definitions) -> tuple[datetime,
 
 
 def count_mql(
-    tally: WeeklyMqlTally, team_id: str, at: datetime, defs: Definitions
-) -> WeeklyMqlTally:
-    """Count one MQL for the team's week containing `at`."""
+    tally: WeeklyMqlTally, team_id: str, at: datetime, defs: Definitions, delta: int = 1
+) -> tuple[WeeklyMqlTally, tuple[SlaRecord, ...]]:
+    """Count one MQL (`delta` −1: a retracted one) for the team's week containing `at`; the
+    records of reported weeks this changes."""
+    week = _week_start(at, team_id, defs)
+    counts = dict(tally.counts)
+    counts[(team_id, week)] = counts.get((team_id, week), 0) + delta
     open_from = dict(tally.open_from)
     if not open_from:
         open_from = {team: _week_start(at, team, defs) for team in defs.teams}
-    week = _week_start(at, team_id, defs)
-    if week < open_from[team_id]:
-        return WeeklyMqlTally(tally.counts, open_from)
-    counts = dict(tally.counts)
-    counts[(team_id, week)] = counts.get((team_id, week), 0) + 1
-    return WeeklyMqlTally(counts, open_from)
+        return WeeklyMqlTally(counts, open_from, tally.reported, tally.revision), ()
+    if week >= open_from[team_id]:  # an open week
+        return WeeklyMqlTally(counts, open_from, tally.reported, tally.revision), ()
+    if not tally.reported:  # nothing reported yet: the weeks just open earlier
+        for team in open_from:
+            open_from[team] = min(open_from[team], _week_start(at, team, defs))
+        return WeeklyMqlTally(counts, open_from, tally.reported, tally.revision), ()
+    reported = dict(tally.reported)
+    revision = tally.revision
+    records = []
+    weeks = [(team_id, week)] if (team_id, week) in reported else []
+    for team in sorted(open_from):  # before the first reported week: those weeks are reported
+        start = _week_start(at, team, defs)
+        while start < open_from[team] and (team, start) not in reported:
+            weeks.append((team, start))
+            start += timedelta(days=7)
+    for team, start in sorted(weeks, key=lambda w: (w[1], w[0])):
+        actual = counts.get((team, start), 0)
+        if reported.get((team, start)) == actual:
+            continue
+        corrected = (team, start) in reported
+        reported[(team, start)] = actual
+        revision += 1
+        records.append(_weekly_record(team, start, actual, defs, revision, corrected))
+    return WeeklyMqlTally(counts, open_from, reported, revision), tuple(records)
 
 
 def close_weeks(
@@ -328,31 +405,43 @@ def close_weeks(
 ) -> tuple[WeeklyMqlTally, tuple[SlaRecord, ...]]:
     """A met/breached record for every open week of every team that ended at or before `now`."""
     records = []
-    counts = dict(tally.counts)
+    reported = dict(tally.reported)
     open_from = dict(tally.open_from)
+    revision = tally.revision
     for team_id in sorted(open_from):
         week = open_from[team_id]
         for _ in range(_MAX_WEEKS_CLOSED_AT_ONCE):
             started_at, due_at = _week_bounds(team_id, week, defs)
             if due_at > now:
                 break
-            records.append(_weekly_record(team_id, week, counts.pop((team_id, week), 0), defs))
+            actual = tally.counts.get((team_id, week), 0)
+            reported[(team_id, week)] = actual
+            revision += 1
+            records.append(_weekly_record(team_id, week, actual, defs, revision))
             week += timedelta(days=7)
         open_from[team_id] = week
-    return WeeklyMqlTally(counts, open_from), tuple(records)
+    return WeeklyMqlTally(tally.counts, open_from, reported, revision), tuple(records)
 
 
-def _weekly_record(team_id: str, week: date, actual: int, defs: Definitions) -> SlaRecord:
+def _weekly_record(
+    team_id: str,
+    week: date,
+    actual: int,
+    defs: Definitions,
+    revision: int,
+    corrected: bool = False,
+) -> SlaRecord:
     started_at, due_at = _week_bounds(team_id, week, defs)
     target = defs.teams[team_id].weekly_mql_target
     status = SlaStatus.MET if actual >= target else SlaStatus.BREACHED
     instance_id = record_id(WEEKLY_TARGET_POLICY, team_id, week.isoformat())
+    event = SlaEvent.MET if status is SlaStatus.MET else SlaEvent.BREACHED
     return SlaRecord(
-        record_id=record_id(instance_id, status),
+        record_id=record_id(instance_id, status, *((actual,) if corrected else ())),
         instance_id=instance_id,
         lead_id=None,
         policy=WEEKLY_TARGET_POLICY,
-        event=SlaEvent.MET if status is SlaStatus.MET else SlaEvent.BREACHED,
+        event=SlaEvent.CORRECTED if corrected else event,
         status=status,
         started_at=started_at,
         due_at=due_at,
@@ -371,6 +460,7 @@ def _weekly_record(team_id: str, week: date, actual: int, defs: Definitions) -> 
         actual=actual,
         at=due_at,
         definitions_version=defs.version,
+        revision=revision,
     )
 
 

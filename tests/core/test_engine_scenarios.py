@@ -264,7 +264,7 @@ def test_weekly_mql_target_is_reported_when_the_week_ends() -> None:
     assert (weekly.team_id, weekly.actual, weekly.target, weekly.status) == (
         "emea",
         1,
-        40,
+        DEFS.teams["emea"].weekly_mql_target,  # the packaged target (12), above one MQL
         "breached",
     )
 

@@ -17,6 +17,7 @@ FORBIDDEN = (
     "orjson",
     "mode",
     "yaml",
+    "holidays",
 )
 
 

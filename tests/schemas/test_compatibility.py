@@ -11,7 +11,7 @@ import pytest
 from fastavro.read import SchemaResolutionError
 
 from schemas.registry import AVRO_DIR, schema_files
-from schemas.serde import EVENT_SCHEMAS, decode_event
+from schemas.serde import EVENT_SCHEMAS, RECORD_SCHEMAS, decode_event
 
 HISTORY = sorted((AVRO_DIR / "history").glob("*.avsc"))
 
@@ -44,7 +44,11 @@ def _sample(schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _current_for(old: dict[str, Any]) -> dict[str, Any]:
-    current = next(n for n in EVENT_SCHEMAS.values() if n.endswith("." + old["name"]))
+    current = next(
+        n
+        for n in (*EVENT_SCHEMAS.values(), *RECORD_SCHEMAS.values())
+        if n.endswith("." + old["name"])
+    )
     return json.loads(schema_files()[current].read_text())
 
 
@@ -88,3 +92,14 @@ def test_data_framed_with_the_old_id_decodes_into_the_current_shape() -> None:
         "channel": "email",
         "lead_id": "L1",
     }
+
+
+def test_output_records_framed_with_the_v1_id_decode_with_the_v2_defaults() -> None:
+    """Records written before revisions existed read as revision 0, not deleted."""
+    from schemas.serde import Codec, decode_record
+
+    old = json.loads((AVRO_DIR / "history" / "io.leadflow.outputs.v1.Transition.avsc").read_text())
+    record = _sample(old) | {"from_stage": None, "reason": None, "owner_id": None, "team_id": None}
+    framed = Codec().encode("io.leadflow.outputs.v1.Transition", record)
+    decoded = decode_record(framed)
+    assert decoded["revision"] == 0 and decoded["deleted"] is False

@@ -21,6 +21,8 @@ CHARTS = (
     "SLA compliance",
     "Speed to lead",
     "Attribution by channel and model",
+    "Recycled leads",
+    "Recycled: back after",
 )
 
 

@@ -21,6 +21,7 @@ from sinks.webhooks.routing import load_alerts
 from sinks.webhooks.store import Store
 from streams.core.definitions import DEFAULT_PATH, Definitions, definitions_from_mapping
 from streams.core.records import record_id
+from streams.definitions_file import PUBLIC_HOLIDAYS
 
 
 def base_mapping() -> dict[str, Any]:
@@ -30,7 +31,7 @@ def base_mapping() -> dict[str, Any]:
 def defs_with(alerts: dict[str, Any]) -> Definitions:
     data = base_mapping()
     data["alerts"] = alerts
-    return definitions_from_mapping(data)
+    return definitions_from_mapping(data, public_holidays=PUBLIC_HOLIDAYS)
 
 
 def iso(at: datetime) -> str:

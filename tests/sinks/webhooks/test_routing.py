@@ -10,7 +10,7 @@ from sinks.webhooks.endpoints import check_url, resolve_endpoints
 from sinks.webhooks.errors import AlertsConfigError, UnsafeEndpoint
 from sinks.webhooks.routing import Kind, load_alerts, recipients
 from streams.core.definitions import definitions_from_mapping
-from streams.definitions_file import load_definitions
+from streams.definitions_file import PUBLIC_HOLIDAYS, load_definitions
 
 from .conftest import defs_with, sla_record
 
@@ -187,6 +187,8 @@ def test_the_core_keeps_the_section_raw_but_refuses_a_non_mapping() -> None:
     data = base_mapping()
     data["alerts"] = ["not", "a", "mapping"]
     with pytest.raises(DefinitionsError, match="alerts: must be a mapping"):
-        definitions_from_mapping(data)
+        definitions_from_mapping(data, public_holidays=PUBLIC_HOLIDAYS)
     data["alerts"] = {"whatever": {"the": "notifier checks it"}}
-    assert definitions_from_mapping(data).alerts == {"whatever": {"the": "notifier checks it"}}
+    assert definitions_from_mapping(data, public_holidays=PUBLIC_HOLIDAYS).alerts == {
+        "whatever": {"the": "notifier checks it"}
+    }
