@@ -117,7 +117,7 @@ class Notifier:
                 continue
             if not self.store.keep_latest(record, now):
                 continue  # an older revision than the one stored: nothing new to tell
-            kind = Kind.CORRECTED if record.get("deleted") else kind_of(record)
+            kind = kind_of(record)
             if kind is None:
                 continue
             if record.get("at") and now - _epoch(record["at"]) > self.config.delivery.max_age_s:
@@ -181,12 +181,10 @@ class Notifier:
             return None
         if latest.deleted:
             return "retracted"
-        if latest.event == "corrected":
-            return "corrected"
         if kind is Kind.WARNED:
             return None if latest.status == "open" else latest.status
         if latest.status in ("met", "cancelled"):
-            return latest.status
+            return "corrected" if latest.event == "corrected" else latest.status
         if kind is Kind.ESCALATED and latest.met_at:
             return "met_late"
         return None
@@ -583,7 +581,7 @@ async def replay_failed(
             for a in alerts
             if a["kind"] in ("breached", "escalated", "warned")
             and (inst := latest[a["instance_id"]]) is not None
-            and (inst.event == "corrected" or inst.deleted or inst.status in ("met", "cancelled"))
+            and (inst.deleted or inst.status in ("met", "cancelled"))
         ]
         now = clock()
         message = dict(failed)

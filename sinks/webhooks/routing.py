@@ -272,11 +272,21 @@ def load_alerts(defs: Definitions) -> AlertsConfig:
 
 
 def kind_of(record: Mapping[str, Any]) -> Kind | None:
-    """The alert kind an SLA record asks for (None: it only updates the instance's state)."""
-    event = record.get("event")
+    """The alert kind an SLA record asks for (None: it only updates the instance's state).
+
+    A `corrected` record whose status is breached (a re-fold showed that an instance told as
+    met was in fact breached) is a breach; any other correction, and a retraction (`deleted`,
+    event `retracted`), withdraws what was told."""
+    event, status = record.get("event"), record.get("status")
+    if record.get("deleted") or event == "retracted":
+        return Kind.CORRECTED
     if record.get("policy") == WEEKLY_TARGET_POLICY:
-        return Kind.TARGET_MISSED if event == "breached" else None
-    if event in ("warned", "breached", "escalated", "corrected"):
+        if event == "breached" or (event == "corrected" and status == "breached"):
+            return Kind.TARGET_MISSED
+        return None
+    if event == "corrected":
+        return Kind.BREACHED if status == "breached" else Kind.CORRECTED
+    if event in ("warned", "breached", "escalated"):
         return Kind(event)
     return None
 

@@ -445,3 +445,29 @@ def test_an_older_revision_arriving_late_tells_nobody(
 
     asyncio.run(_with(receiver, scenario))
     assert [r.json["instance_id"] for r in receiver.requests] == ["v2"]
+
+
+def test_corrections_of_the_re_folding_core_are_told_as_what_they_mean(
+    make_notifier: Callable[..., Notifier],
+) -> None:
+    """The core re-folds late events: `corrected` with status breached (told met, in fact
+    breached) is a breach; a retraction (`deleted`, event `retracted`) withdraws a told breach."""
+    secret = new_secret()
+    receiver = Receiver(secrets=[secret], default=200)
+
+    async def scenario() -> None:
+        notifier = make_notifier(_alerts(receiver.url), secrets=secret)
+        notifier.ingest([sla_record("f1", "met", "met", revision=1)])
+        notifier.ingest([sla_record("f1", "corrected", "breached", revision=2)])
+        notifier.ingest([sla_record("f2", "breached", "breached", revision=1)])
+        await serve_until(notifier, lambda: len(receiver.delivered()) == 2)
+        retraction = sla_record("f2", "retracted", "breached", revision=2, deleted=True)
+        notifier.ingest([retraction])
+        await serve_until(notifier, lambda: len(receiver.delivered()) == 3)
+        await serve_for(notifier, 0.3)
+
+    asyncio.run(_with(receiver, scenario))
+    told = [(r.json["instance_id"], r.json["type"]) for r in receiver.requests]
+    assert sorted(told[:2]) == [("f1", "sla.breached"), ("f2", "sla.breached")]
+    assert told[2:] == [("f2", "sla.corrected")]
+    assert len(receiver.requests) == 3
