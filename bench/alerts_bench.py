@@ -128,6 +128,7 @@ async def _notifier(url: str, count: int, in_flight: int, tmp: Path) -> tuple[fl
     from sinks.webhooks.routing import load_alerts
     from sinks.webhooks.store import Store
     from streams.core.definitions import DEFAULT_PATH, definitions_from_mapping
+    from streams.definitions_file import PUBLIC_HOLIDAYS
 
     data = yaml.safe_load(DEFAULT_PATH.read_text())
     data["alerts"] = {
@@ -145,7 +146,7 @@ async def _notifier(url: str, count: int, in_flight: int, tmp: Path) -> tuple[fl
         "routes": {"breached": ["manager"]},
         "marketing_owner": "mkt-owner",
     }
-    defs = definitions_from_mapping(data)
+    defs = definitions_from_mapping(data, public_holidays=PUBLIC_HOLIDAYS)
     config = load_alerts(defs)
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
     endpoints = resolve_endpoints(config, {"SECRET": secret})
