@@ -230,9 +230,11 @@ def _admit(
         if replaced is None or replaced == entry:
             return Step(state, ignored="duplicate")
     if state.erased:
-        draft = LeadDraft(state)
-        draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
-        return Step(draft.freeze(), ignored="erased")
+        if type(entry) is not Event or entry.event_type in _PERSONAL:
+            draft = LeadDraft(state)
+            draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+            return Step(draft.freeze(), ignored="erased")
+        entry = _anonymised_event(entry, None)
     at = entry.occurred_at
     if state.horizon_at is not None and at <= state.horizon_at:
         return Step(
@@ -240,13 +242,21 @@ def _admit(
             ignored=f"late: occurred at {iso_z(at)}, at or before the lead's lateness horizon "
             f"{iso_z(state.horizon_at)} (lifecycle.history_max_entries)",
         )
-    order = entry_key(entry)
     history = state.history
+    if history:
+        last_at = history[-1].occurred_at  # the common case decided by time alone
+        sorts_last = at > last_at or (at == last_at and entry_key(entry) > entry_key(history[-1]))
+    else:
+        sorts_last = True
     in_order = (
-        replaced is None
-        and (not history or order > entry_key(history[-1]))
+        sorts_last
+        and replaced is None
         and (state.timer_at is None or at > state.timer_at)
-        and not _identifies_held_touches(entry, history)
+        and (
+            type(entry) is not Event
+            or entry.event_type is not EventType.LEAD_IDENTIFIED
+            or not _identifies_held_touches(entry, history)
+        )
     )
     if in_order:
         return _append(state, entry, key, defs)
@@ -332,7 +342,11 @@ def _refolded(
     after, new_outputs, new_forwards = _fold(base, history, state.timer_at, defs)
     stamp = max(filter(None, (state.clock, state.timer_at, latest_at)))
     outputs = _changes(old_outputs, new_outputs, stamp)
-    forwards = tuple(f for f in new_forwards if f not in old_forwards)
+    forwards = tuple(
+        f
+        for f in new_forwards
+        if f not in old_forwards and not (after.erased and isinstance(f, Identify))
+    )
     draft = LeadDraft(after)
     draft.history = history
     draft.base = state.base
@@ -451,8 +465,8 @@ def _compact(d: LeadDraft, defs: Definitions) -> None:
     an event at or before `horizon_at` (the newest entry folded) is then refused as too late.
     An erased lead keeps no history (its personal data goes)."""
     if d.erased:
-        d.history, d.base = (), None
-        d.horizon_at = d.clock
+        if not d.history or not _is_anonymised(d.history):
+            _anonymise(d, defs)
         return
     history = d.history
     if len(history) <= defs.history_max_entries:
@@ -463,6 +477,54 @@ def _compact(d: LeadDraft, defs: Definitions) -> None:
     d.base = replace(base, seen={}, history=(), base=None)
     d.history = history[count:]
     d.horizon_at = old[-1].occurred_at
+
+
+# An erased lead keeps its history without personal data, so that an event of it that occurred
+# before the erasure but arrives after it is still merged into its place: attributes give way to
+# the fit score they gave, visitor ids to their hashes, notes go; a merged duplicate's state goes.
+_FIT_KEY = "__fit_score__"
+_NO_ATTRIBUTES: Mapping[str, str | int | float] = MappingProxyType({})
+_PERSONAL = (EventType.LEAD_CREATED, EventType.LEAD_UPDATED)
+
+
+def _anonymised_event(event: Event, fit: int | None) -> Event:
+    attributes = event.attributes
+    if event.event_type in _PERSONAL:
+        attributes = MappingProxyType({_FIT_KEY: fit or 0})
+    anonymous_id = event.anonymous_id
+    if anonymous_id is not None and not anonymous_id.startswith("erased:"):
+        anonymous_id = "erased:" + record_id(anonymous_id)
+    return event._replace(attributes=attributes, anonymous_id=anonymous_id, note=None)
+
+
+def _is_anonymised(history: tuple[Entry, ...]) -> bool:
+    return all(
+        (type(e) is not Event and not e.duplicate.attributes)  # type: ignore[union-attr]
+        or type(e) is Event
+        and (e.anonymous_id is None or e.anonymous_id.startswith("erased:"))
+        and (e.event_type not in _PERSONAL or (e.attributes or {}).get(_FIT_KEY) is not None)
+        for e in history
+    )
+
+
+def _anonymise(d: LeadDraft, defs: Definitions) -> None:
+    """The history of an erased lead without personal data (module docstring of _FIT_KEY)."""
+    state = d.base or LeadState(d.lead_id)
+    kept: list[Entry] = []
+    for entry in d.history:
+        step = _step(state, entry, defs)
+        state = step.state or state
+        if type(entry) is Event:
+            kept.append(_anonymised_event(entry, state.fit_score))
+        else:  # a merged-in duplicate: its touches stay, its personal data goes
+            assert isinstance(entry, Absorb)
+            duplicate = replace(
+                entry.duplicate, attributes=_NO_ATTRIBUTES, anonymous_ids=frozenset()
+            )
+            kept.append(replace(entry, duplicate=duplicate))
+    d.history = tuple(kept)
+    if d.base is not None:
+        d.base = replace(d.base, attributes=_NO_ATTRIBUTES, anonymous_ids=frozenset())
 
 
 def _step(state: LeadState, entry: Entry, defs: Definitions) -> Step:
@@ -590,7 +652,12 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
             d.opportunity_at = at
     stage_before = d.stage
     if attributes_changed:
-        d.fit_score = fit_points(d.attributes, defs.scoring)
+        kept = event.attributes.get(_FIT_KEY) if event.attributes else None
+        if isinstance(kept, int):  # an erased lead's history keeps the fit, not the data
+            d.attributes = _NO_ATTRIBUTES
+            d.fit_score = kept
+        else:
+            d.fit_score = fit_points(d.attributes, defs.scoring)
     if signal is not None:
         _move(d, signal, event.event_id, at, event.reason, defs, ch)
     _check_mql(d, touch_type, event.event_id, at, defs, ch)
