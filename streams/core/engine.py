@@ -234,6 +234,16 @@ def _admit(
             draft = LeadDraft(state)
             draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
             return Step(draft.freeze(), ignored="erased")
+        anonymous_id = entry.anonymous_id
+        if (
+            entry.event_type is EventType.LEAD_IDENTIFIED
+            and anonymous_id
+            and not anonymous_id.startswith("erased:")
+        ):
+            # the visitor's touches go to the erased lead (as anonymous as it is now)
+            forget = Forget(anonymous_id, entry.event_id, lead_id)
+            step = _admit(state, lead_id, _anonymised_event(entry, None), key, defs)
+            return step._replace(forwards=(forget, *step.forwards))
         entry = _anonymised_event(entry, None)
     at = entry.occurred_at
     if state.horizon_at is not None and at <= state.horizon_at:
@@ -345,7 +355,9 @@ def _refolded(
     forwards = tuple(
         f
         for f in new_forwards
-        if f not in old_forwards and not (after.erased and isinstance(f, Identify))
+        if f not in old_forwards
+        and not (after.erased and isinstance(f, Identify))
+        and not (isinstance(f, Forget) and f.anonymous_id.startswith("erased:"))
     )
     draft = LeadDraft(after)
     draft.history = history
@@ -861,7 +873,7 @@ def _absorb(state: LeadState, message: Absorb, defs: Definitions) -> Step:
 
 def _erase(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
     for anonymous_id in sorted(d.anonymous_ids):
-        ch.forwards.append(Forget(anonymous_id, event.event_id))
+        ch.forwards.append(Forget(anonymous_id, event.event_id, d.lead_id))
     d.attributes = MappingProxyType({})
     d.anonymous_ids = frozenset()
     d.touches = ()  # behaviour is personal data too; credits already given stay (aggregates)
