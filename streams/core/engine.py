@@ -148,7 +148,45 @@ def _apply_all(
     seen = state.seen
     for event in fresh:
         seen = remember(seen, event.event_id, defs.dedupe_ids_per_lead)
+    if _adopted_at_last_identification(state, fresh):
+        # the usual stitch: the visitor's touches, all before its identification, arrive right
+        # after it; the fold would adopt them there, so adopt them on top (no re-fold)
+        last = state.history[-1]
+        draft = LeadDraft(state)
+        changes = _Changes()
+        _adopt_touches(draft, tuple(touch_of(e, 0) for e in fresh))
+        _settle(draft, _entry_id(last), last.occurred_at, defs, changes, attributes_changed=False)
+        draft.history = history
+        draft.seen = seen
+        _compact(draft, defs)
+        _stamp(draft, changes.outputs)
+        return Step(draft.freeze(), tuple(changes.outputs))
     return _refolded(state, history, seen, fresh[-1].occurred_at, defs)
+
+
+def _adopted_at_last_identification(state: LeadState, touches: list[Event]) -> bool:
+    """True when the lead's last entry identifies the visitor of `touches`, they all sort
+    before it, and no timer fired since: the fold holds them until it and adopts them there."""
+    if not state.history:
+        return False
+    last = state.history[-1]
+    if type(last) is not Event or last.event_type is not EventType.LEAD_IDENTIFIED:
+        return False
+    if state.timer_at is not None and state.timer_at >= last.occurred_at:
+        return False
+    if (
+        sum(
+            1
+            for e in state.history
+            if type(e) is Event
+            and e.event_type is EventType.LEAD_IDENTIFIED
+            and e.anonymous_id == last.anonymous_id
+        )
+        != 1
+    ):
+        return False
+    order = entry_key(last)
+    return all(e.anonymous_id == last.anonymous_id and entry_key(e) < order for e in touches)
 
 
 def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
