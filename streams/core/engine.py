@@ -86,8 +86,20 @@ class _Changes:
 def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     """Apply one message addressed to a lead, in its event-time place (module docstring)."""
     if type(message) is Event:
-        assert message.lead_id is not None, "anonymous touches go to identity.apply_anonymous"
-        return _admit(state, message.lead_id, message, message.event_id, defs)
+        lead_id = message.lead_id
+        assert lead_id is not None, "anonymous touches go to identity.apply_anonymous"
+        if state is not None and state.history and message.event_id not in state.seen:
+            at = message.occurred_at
+            timer_at = state.timer_at
+            if (
+                at > state.history[-1].occurred_at
+                and (timer_at is None or at > timer_at)
+                and state.merged_into is None
+                and not state.erased
+                and message.event_type is not EventType.LEAD_IDENTIFIED
+            ):
+                return _append_event(state, message, defs)  # the hot path: in order
+        return _admit(state, lead_id, message, message.event_id, defs)
     if isinstance(message, Absorb):
         return _admit(state, message.survivor_id, message, _entry_id(message), defs)
     if isinstance(message, Stitch):
@@ -351,6 +363,37 @@ def _append(state: LeadState, entry: Entry, key: str, defs: Definitions) -> Step
         _compact(draft, defs)
     _stamp(draft, outputs)
     return Step(draft.freeze(), tuple(outputs), step.forwards, step.ignored)
+
+
+def _append_event(state: LeadState, event: Event, defs: Definitions) -> Step:
+    """`_append` of an event that sorts last on a live lead: one draft, nothing else."""
+    at = event.occurred_at
+    outputs: list[Record] = []
+    if state.sla:
+        due = sla.next_deadline(state.sla, defs)
+        if due is not None and due < at:
+            state, ticked = _tick(state, at - _EPSILON, defs)
+            outputs.extend(ticked)
+    draft = LeadDraft(state)
+    draft.seen = remember(state.seen, event.event_id, defs.dedupe_ids_per_lead)
+    if state.clock is None or at > state.clock:
+        draft.clock = at
+    changes = _Changes()
+    _apply_event(draft, event, defs, changes)
+    history = state.history
+    draft.history = (*history, event)
+    if len(history) >= defs.history_max_entries:
+        _compact(draft, defs)
+    if changes.outputs:
+        outputs.extend(changes.outputs)
+    if outputs:
+        _stamp(draft, outputs)
+    return Step(
+        draft.freeze(),
+        tuple(outputs) if outputs else (),
+        tuple(changes.forwards) if changes.forwards else (),
+        changes.ignored,
+    )
 
 
 def _stamp(draft: LeadDraft, outputs: Sequence[Record]) -> None:
