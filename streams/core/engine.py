@@ -86,8 +86,20 @@ class _Changes:
 def apply(state: LeadState | None, message: Message, defs: Definitions) -> Step:
     """Apply one message addressed to a lead, in its event-time place (module docstring)."""
     if type(message) is Event:
-        assert message.lead_id is not None, "anonymous touches go to identity.apply_anonymous"
-        return _admit(state, message.lead_id, message, message.event_id, defs)
+        lead_id = message.lead_id
+        assert lead_id is not None, "anonymous touches go to identity.apply_anonymous"
+        if state is not None and state.history and message.event_id not in state.seen:
+            at = message.occurred_at
+            timer_at = state.timer_at
+            if (
+                at > state.history[-1].occurred_at
+                and (timer_at is None or at > timer_at)
+                and state.merged_into is None
+                and not state.erased
+                and message.event_type is not EventType.LEAD_IDENTIFIED
+            ):
+                return _append_event(state, message, defs)  # the hot path: in order
+        return _admit(state, lead_id, message, message.event_id, defs)
     if isinstance(message, Absorb):
         return _admit(state, message.survivor_id, message, _entry_id(message), defs)
     if isinstance(message, Stitch):
@@ -148,7 +160,45 @@ def _apply_all(
     seen = state.seen
     for event in fresh:
         seen = remember(seen, event.event_id, defs.dedupe_ids_per_lead)
+    if _adopted_at_last_identification(state, fresh):
+        # the usual stitch: the visitor's touches, all before its identification, arrive right
+        # after it; the fold would adopt them there, so adopt them on top (no re-fold)
+        last = state.history[-1]
+        draft = LeadDraft(state)
+        changes = _Changes()
+        _adopt_touches(draft, tuple(touch_of(e, 0) for e in fresh))
+        _settle(draft, _entry_id(last), last.occurred_at, defs, changes, attributes_changed=False)
+        draft.history = history
+        draft.seen = seen
+        _compact(draft, defs)
+        _stamp(draft, changes.outputs)
+        return Step(draft.freeze(), tuple(changes.outputs))
     return _refolded(state, history, seen, fresh[-1].occurred_at, defs)
+
+
+def _adopted_at_last_identification(state: LeadState, touches: list[Event]) -> bool:
+    """True when the lead's last entry identifies the visitor of `touches`, they all sort
+    before it, and no timer fired since: the fold holds them until it and adopts them there."""
+    if not state.history:
+        return False
+    last = state.history[-1]
+    if type(last) is not Event or last.event_type is not EventType.LEAD_IDENTIFIED:
+        return False
+    if state.timer_at is not None and state.timer_at >= last.occurred_at:
+        return False
+    if (
+        sum(
+            1
+            for e in state.history
+            if type(e) is Event
+            and e.event_type is EventType.LEAD_IDENTIFIED
+            and e.anonymous_id == last.anonymous_id
+        )
+        != 1
+    ):
+        return False
+    order = entry_key(last)
+    return all(e.anonymous_id == last.anonymous_id and entry_key(e) < order for e in touches)
 
 
 def tick(state: LeadState, now: datetime, defs: Definitions) -> Step:
@@ -230,9 +280,21 @@ def _admit(
         if replaced is None or replaced == entry:
             return Step(state, ignored="duplicate")
     if state.erased:
-        draft = LeadDraft(state)
-        draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
-        return Step(draft.freeze(), ignored="erased")
+        if type(entry) is not Event or entry.event_type in _PERSONAL:
+            draft = LeadDraft(state)
+            draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+            return Step(draft.freeze(), ignored="erased")
+        anonymous_id = entry.anonymous_id
+        if (
+            entry.event_type is EventType.LEAD_IDENTIFIED
+            and anonymous_id
+            and not anonymous_id.startswith("erased:")
+        ):
+            # the visitor's touches go to the erased lead (as anonymous as it is now)
+            forget = Forget(anonymous_id, entry.event_id, lead_id)
+            step = _admit(state, lead_id, _anonymised_event(entry, None), key, defs)
+            return step._replace(forwards=(forget, *step.forwards))
+        entry = _anonymised_event(entry, None)
     at = entry.occurred_at
     if state.horizon_at is not None and at <= state.horizon_at:
         return Step(
@@ -240,13 +302,21 @@ def _admit(
             ignored=f"late: occurred at {iso_z(at)}, at or before the lead's lateness horizon "
             f"{iso_z(state.horizon_at)} (lifecycle.history_max_entries)",
         )
-    order = entry_key(entry)
     history = state.history
+    if history:
+        last_at = history[-1].occurred_at  # the common case decided by time alone
+        sorts_last = at > last_at or (at == last_at and entry_key(entry) > entry_key(history[-1]))
+    else:
+        sorts_last = True
     in_order = (
-        replaced is None
-        and (not history or order > entry_key(history[-1]))
+        sorts_last
+        and replaced is None
         and (state.timer_at is None or at > state.timer_at)
-        and not _identifies_held_touches(entry, history)
+        and (
+            type(entry) is not Event
+            or entry.event_type is not EventType.LEAD_IDENTIFIED
+            or not _identifies_held_touches(entry, history)
+        )
     )
     if in_order:
         return _append(state, entry, key, defs)
@@ -295,6 +365,37 @@ def _append(state: LeadState, entry: Entry, key: str, defs: Definitions) -> Step
     return Step(draft.freeze(), tuple(outputs), step.forwards, step.ignored)
 
 
+def _append_event(state: LeadState, event: Event, defs: Definitions) -> Step:
+    """`_append` of an event that sorts last on a live lead: one draft, nothing else."""
+    at = event.occurred_at
+    outputs: list[Record] = []
+    if state.sla:
+        due = sla.next_deadline(state.sla, defs)
+        if due is not None and due < at:
+            state, ticked = _tick(state, at - _EPSILON, defs)
+            outputs.extend(ticked)
+    draft = LeadDraft(state)
+    draft.seen = remember(state.seen, event.event_id, defs.dedupe_ids_per_lead)
+    if state.clock is None or at > state.clock:
+        draft.clock = at
+    changes = _Changes()
+    _apply_event(draft, event, defs, changes)
+    history = state.history
+    draft.history = (*history, event)
+    if len(history) >= defs.history_max_entries:
+        _compact(draft, defs)
+    if changes.outputs:
+        outputs.extend(changes.outputs)
+    if outputs:
+        _stamp(draft, outputs)
+    return Step(
+        draft.freeze(),
+        tuple(outputs) if outputs else (),
+        tuple(changes.forwards) if changes.forwards else (),
+        changes.ignored,
+    )
+
+
 def _stamp(draft: LeadDraft, outputs: Sequence[Record]) -> None:
     """Give each output the lead's next revision (what downstream keeps the highest of)."""
     revision = draft.revision
@@ -332,7 +433,13 @@ def _refolded(
     after, new_outputs, new_forwards = _fold(base, history, state.timer_at, defs)
     stamp = max(filter(None, (state.clock, state.timer_at, latest_at)))
     outputs = _changes(old_outputs, new_outputs, stamp)
-    forwards = tuple(f for f in new_forwards if f not in old_forwards)
+    forwards = tuple(
+        f
+        for f in new_forwards
+        if f not in old_forwards
+        and not (after.erased and isinstance(f, Identify))
+        and not (isinstance(f, Forget) and f.anonymous_id.startswith("erased:"))
+    )
     draft = LeadDraft(after)
     draft.history = history
     draft.base = state.base
@@ -451,8 +558,8 @@ def _compact(d: LeadDraft, defs: Definitions) -> None:
     an event at or before `horizon_at` (the newest entry folded) is then refused as too late.
     An erased lead keeps no history (its personal data goes)."""
     if d.erased:
-        d.history, d.base = (), None
-        d.horizon_at = d.clock
+        if not d.history or not _is_anonymised(d.history):
+            _anonymise(d, defs)
         return
     history = d.history
     if len(history) <= defs.history_max_entries:
@@ -463,6 +570,54 @@ def _compact(d: LeadDraft, defs: Definitions) -> None:
     d.base = replace(base, seen={}, history=(), base=None)
     d.history = history[count:]
     d.horizon_at = old[-1].occurred_at
+
+
+# An erased lead keeps its history without personal data, so that an event of it that occurred
+# before the erasure but arrives after it is still merged into its place: attributes give way to
+# the fit score they gave, visitor ids to their hashes, notes go; a merged duplicate's state goes.
+_FIT_KEY = "__fit_score__"
+_NO_ATTRIBUTES: Mapping[str, str | int | float] = MappingProxyType({})
+_PERSONAL = (EventType.LEAD_CREATED, EventType.LEAD_UPDATED)
+
+
+def _anonymised_event(event: Event, fit: int | None) -> Event:
+    attributes = event.attributes
+    if event.event_type in _PERSONAL:
+        attributes = MappingProxyType({_FIT_KEY: fit or 0})
+    anonymous_id = event.anonymous_id
+    if anonymous_id is not None and not anonymous_id.startswith("erased:"):
+        anonymous_id = "erased:" + record_id(anonymous_id)
+    return event._replace(attributes=attributes, anonymous_id=anonymous_id, note=None)
+
+
+def _is_anonymised(history: tuple[Entry, ...]) -> bool:
+    return all(
+        (type(e) is not Event and not e.duplicate.attributes)  # type: ignore[union-attr]
+        or type(e) is Event
+        and (e.anonymous_id is None or e.anonymous_id.startswith("erased:"))
+        and (e.event_type not in _PERSONAL or (e.attributes or {}).get(_FIT_KEY) is not None)
+        for e in history
+    )
+
+
+def _anonymise(d: LeadDraft, defs: Definitions) -> None:
+    """The history of an erased lead without personal data (module docstring of _FIT_KEY)."""
+    state = d.base or LeadState(d.lead_id)
+    kept: list[Entry] = []
+    for entry in d.history:
+        step = _step(state, entry, defs)
+        state = step.state or state
+        if type(entry) is Event:
+            kept.append(_anonymised_event(entry, state.fit_score))
+        else:  # a merged-in duplicate: its touches stay, its personal data goes
+            assert isinstance(entry, Absorb)
+            duplicate = replace(
+                entry.duplicate, attributes=_NO_ATTRIBUTES, anonymous_ids=frozenset()
+            )
+            kept.append(replace(entry, duplicate=duplicate))
+    d.history = tuple(kept)
+    if d.base is not None:
+        d.base = replace(d.base, attributes=_NO_ATTRIBUTES, anonymous_ids=frozenset())
 
 
 def _step(state: LeadState, entry: Entry, defs: Definitions) -> Step:
@@ -590,7 +745,12 @@ def _apply_event(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) ->
             d.opportunity_at = at
     stage_before = d.stage
     if attributes_changed:
-        d.fit_score = fit_points(d.attributes, defs.scoring)
+        kept = event.attributes.get(_FIT_KEY) if event.attributes else None
+        if isinstance(kept, int):  # an erased lead's history keeps the fit, not the data
+            d.attributes = _NO_ATTRIBUTES
+            d.fit_score = kept
+        else:
+            d.fit_score = fit_points(d.attributes, defs.scoring)
     if signal is not None:
         _move(d, signal, event.event_id, at, event.reason, defs, ch)
     _check_mql(d, touch_type, event.event_id, at, defs, ch)
@@ -794,7 +954,7 @@ def _absorb(state: LeadState, message: Absorb, defs: Definitions) -> Step:
 
 def _erase(d: LeadDraft, event: Event, defs: Definitions, ch: _Changes) -> None:
     for anonymous_id in sorted(d.anonymous_ids):
-        ch.forwards.append(Forget(anonymous_id, event.event_id))
+        ch.forwards.append(Forget(anonymous_id, event.event_id, d.lead_id))
     d.attributes = MappingProxyType({})
     d.anonymous_ids = frozenset()
     d.touches = ()  # behaviour is personal data too; credits already given stay (aggregates)

@@ -52,10 +52,11 @@ class Absorb:
 
 @dataclass(frozen=True, slots=True)
 class Forget:
-    """Erase an anonymous key's state (the lead it belongs to was erased)."""
+    """Erase an anonymous key's touches (the lead it belongs to, `lead_id`, was erased)."""
 
     anonymous_id: str
     event_id: str
+    lead_id: str | None = None
 
 
 Message = Event | Identify | Stitch | Absorb | Forget
@@ -94,7 +95,25 @@ def apply_anonymous(
 
     The latest `dedupe_ids` event ids are remembered (`state.remember`)."""
     if isinstance(message, Forget):
-        return None, ()
+        # The touches go; the link to the (erased) lead stays, so that a touch of this visitor
+        # arriving late still reaches that lead, which keeps it without personal data, whatever
+        # the order in which the erasure, the identification and the touches arrived.
+        lead_id = (state.lead_id if state else None) or message.lead_id
+        if lead_id is None:
+            return None, ()
+        forgotten = AnonymousState(
+            message.anonymous_id, lead_id=lead_id, seen=state.seen if state else {}
+        )
+        if state is None or not state.touches:
+            return forgotten, ()
+        stitch = Stitch(
+            lead_id,
+            state.anonymous_id,
+            state.touches,
+            message.event_id,
+            state.touches[-1].occurred_at,
+        )
+        return forgotten, (stitch,)
     if isinstance(message, Identify):
         if state is None:
             return AnonymousState(message.anonymous_id, lead_id=message.lead_id), ()
