@@ -67,7 +67,7 @@ def dumps(value: Any) -> bytes:
         values[_ATTRIBUTES] = dict(values[_ATTRIBUTES])
         values[_SEEN] = dict(values[_SEEN])
         if values[_HISTORY]:
-            values[_HISTORY] = [_entry_values(entry) for entry in values[_HISTORY]]
+            values[_HISTORY] = [_encoded_entry(entry) for entry in values[_HISTORY]]
         if values[_BASE] is not None:
             values[_BASE] = dumps(values[_BASE])
         _instants_to_int(values, _LEAD_INSTANTS)
@@ -93,7 +93,7 @@ def loads(raw: bytes) -> Any:
             values[_STAGE] = _STAGES[values[_STAGE]]
         values[_ATTRIBUTES] = MappingProxyType(values[_ATTRIBUTES])
         if values[_HISTORY]:
-            values[_HISTORY] = tuple([_entry(v) for v in values[_HISTORY]])
+            values[_HISTORY] = tuple([_entry(pickle.loads(v)) for v in values[_HISTORY]])
         else:
             values[_HISTORY] = ()
         if values[_BASE] is not None:
@@ -103,6 +103,24 @@ def loads(raw: bytes) -> Any:
     if kind == _ANONYMOUS:
         values[_ANONYMOUS_TOUCHES] = _touches_from(values[_ANONYMOUS_TOUCHES])
         return _build(AnonymousState, _ANONYMOUS_NAMES, values)
+    return values
+
+
+# A lead's history changes by one entry per event, but the whole state is written each time:
+# each entry is pickled once and its bytes are kept (with the entry itself, so its id cannot be reused while
+# cached) and reused until the cache is full, when it starts afresh.
+_ENCODED: dict[int, tuple[Event | Absorb, bytes]] = {}
+_ENCODED_MAX = 200_000
+
+
+def _encoded_entry(entry: Event | Absorb) -> bytes:
+    cached = _ENCODED.get(id(entry))
+    if cached is not None and cached[0] is entry:
+        return cached[1]
+    values = pickle.dumps(_entry_values(entry), protocol=5)
+    if len(_ENCODED) >= _ENCODED_MAX:
+        _ENCODED.clear()
+    _ENCODED[id(entry)] = (entry, values)
     return values
 
 
