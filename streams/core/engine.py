@@ -429,8 +429,9 @@ def _refolded(
     """`state` with `history` folded from its base; emit what changed (upserts, corrections of
     SLA outcomes, retractions of what no longer holds)."""
     base = state.base or LeadState(state.lead_id)
-    before, old_outputs, old_forwards = _fold(base, state.history, state.timer_at, defs)
-    after, new_outputs, new_forwards = _fold(base, history, state.timer_at, defs)
+    before, old_outputs, old_forwards, after, new_outputs, new_forwards = _fold_both(
+        base, state.history, history, state.timer_at, defs
+    )
     stamp = max(filter(None, (state.clock, state.timer_at, latest_at)))
     outputs = _changes(old_outputs, new_outputs, stamp)
     forwards = tuple(
@@ -454,21 +455,35 @@ def _refolded(
     return Step(draft.freeze(), tuple(outputs), forwards, None)
 
 
-def _fold(
-    base: LeadState, history: Sequence[Entry], timer_at: datetime | None, defs: Definitions
-) -> tuple[LeadState, list[Record], list[Message]]:
-    """`base` with `history` applied in order, each entry after the timers due strictly before
-    it, then the timers due by `timer_at`; touches of a visitor identified later in the
-    history wait for that `lead_identified` (they are adopted there, as a stitch)."""
-    state = base
-    outputs: list[Record] = []
-    forwards: list[Message] = []
-    identified = {
+def _identified(history: Sequence[Entry]) -> dict[str | None, tuple[datetime, int, str]]:
+    return {
         e.anonymous_id: entry_key(e)
         for e in history
         if type(e) is Event and e.event_type is EventType.LEAD_IDENTIFIED
     }
-    held: dict[str, list[Touch]] = {}
+
+
+def _fold(
+    base: LeadState,
+    history: Sequence[Entry],
+    timer_at: datetime | None,
+    defs: Definitions,
+    identified: dict[str | None, tuple[datetime, int, str]] | None = None,
+    held: dict[str, list[Touch]] | None = None,
+) -> tuple[LeadState, list[Record], list[Message]]:
+    """`base` with `history` applied in order, each entry after the timers due strictly before
+    it, then the timers due by `timer_at`; touches of a visitor identified later in the
+    history wait for that `lead_identified` (they are adopted there, as a stitch).
+
+    `identified` (the visitors identified in the whole history) and `held` (touches waiting
+    from an earlier part) let a fold continue from a prefix folded before; `held` is updated."""
+    state = base
+    outputs: list[Record] = []
+    forwards: list[Message] = []
+    if identified is None:
+        identified = _identified(history)
+    if held is None:
+        held = {}
     for entry in history:
         at = entry.occurred_at
         if state.sla and state.merged_into is None:
@@ -502,6 +517,40 @@ def _fold(
         state, ticked = _tick(state, timer_at, defs)
         outputs.extend(ticked)
     return state, outputs, forwards
+
+
+def _fold_both(
+    base: LeadState,
+    old: tuple[Entry, ...],
+    new: tuple[Entry, ...],
+    timer_at: datetime | None,
+    defs: Definitions,
+) -> tuple[LeadState, list[Record], list[Message], LeadState, list[Record], list[Message]]:
+    """The folds of `old` and `new` from `base`, their common prefix folded once."""
+    identified = _identified(new)
+    shared = 0
+    if identified == _identified(old):
+        limit = min(len(old), len(new))
+        while shared < limit and old[shared] is new[shared]:
+            shared += 1
+    if shared == 0:
+        before, old_out, old_fwd = _fold(base, old, timer_at, defs)
+        after, new_out, new_fwd = _fold(base, new, timer_at, defs)
+        return before, old_out, old_fwd, after, new_out, new_fwd
+    held: dict[str, list[Touch]] = {}
+    prefix, pre_out, pre_fwd = _fold(base, old[:shared], None, defs, identified, held)
+    before, old_out, old_fwd = _fold(
+        prefix, old[shared:], timer_at, defs, identified, {k: list(v) for k, v in held.items()}
+    )
+    after, new_out, new_fwd = _fold(prefix, new[shared:], timer_at, defs, identified, held)
+    return (
+        before,
+        pre_out + old_out,
+        pre_fwd + old_fwd,
+        after,
+        pre_out + new_out,
+        pre_fwd + new_fwd,
+    )
 
 
 def _output_key(record: Record) -> tuple[str, str]:
