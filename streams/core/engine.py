@@ -223,6 +223,15 @@ def _tick(
     fired = sla.fired_until(state.sla, records, instances, defs)
     if fired is not None and (draft.timer_at is None or fired > draft.timer_at):
         draft.timer_at = fired
+    if len(instances) < len(state.sla):  # dropped past the correction window: not rewindable
+        kept = {i.instance_id for i in instances}
+        window = defs.correction_window
+        for inst in state.sla:
+            dropped = inst.breach_at + window
+            if inst.instance_id not in kept and (
+                draft.dropped_at is None or dropped > draft.dropped_at
+            ):
+                draft.dropped_at = dropped
     return draft.freeze(), records
 
 
@@ -320,7 +329,52 @@ def _admit(
     )
     if in_order:
         return _append(state, entry, key, defs)
+    if sorts_last and replaced is None and type(entry) is Event:
+        rewound = _rewound_append(state, entry, key, defs)
+        if rewound is not None:
+            return rewound
     return _refold(state, entry, key, replaced, defs)
+
+
+def _rewound_append(state: LeadState, event: Event, key: str, defs: Definitions) -> Step | None:
+    """An event that sorts after the lead's history but before timers that fired (the clock ran
+    ahead of it, e.g. a live deadline before a CRM sync): the timers from its time on are
+    rewound, the event applied, the timers fired again, and what changed emitted — as a
+    re-fold would, without folding the history again. None when it cannot be rewound (a
+    breach was dropped past the correction window since, or the lead is not live)."""
+    at = event.occurred_at
+    if (
+        state.merged_into is not None
+        or state.erased
+        or (state.dropped_at is not None and state.dropped_at >= at)
+        or event.event_type is EventType.LEAD_IDENTIFIED
+    ):
+        return None
+    instances, told = sla.rewound(state.sla, at, defs)
+    draft = LeadDraft(state)
+    draft.sla = instances
+    if state.clock is None or at > state.clock:
+        draft.clock = at
+    changes = _Changes()
+    _apply_event(draft, event, defs, changes)
+    draft.history = (*state.history, event)
+    draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
+    after = draft.freeze()
+    outputs: list[Record] = list(changes.outputs)
+    if state.timer_at is not None and after.sla:
+        after, ticked = _tick(after, state.timer_at, defs)
+        outputs.extend(ticked)
+    renewed = {r.instance_id for r in outputs if type(r) is SlaRecord}
+    if any(instance_id not in renewed for instance_id in told):
+        return None  # its latest record is one from before `at`: only a re-fold knows it
+    stamp = max(filter(None, (state.clock, state.timer_at, at)))
+    emitted = _changes(list(told.values()), outputs, stamp)
+    draft = LeadDraft(after)
+    if state.timer_at is not None and (draft.timer_at is None or draft.timer_at < state.timer_at):
+        draft.timer_at = state.timer_at
+    _compact(draft, defs)
+    _stamp(draft, emitted)
+    return Step(draft.freeze(), tuple(emitted), tuple(changes.forwards), changes.ignored)
 
 
 def _identifies_held_touches(entry: Entry, history: tuple[Entry, ...]) -> bool:

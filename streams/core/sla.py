@@ -308,6 +308,37 @@ def retracted(record: SlaRecord, stamp: datetime) -> SlaRecord:
     )
 
 
+def rewound(
+    instances: tuple[SlaInstance, ...], at: datetime, defs: Definitions
+) -> tuple[tuple[SlaInstance, ...], dict[str, SlaRecord]]:
+    """`instances` as they were before the timers scheduled at or after `at` fired (warnings,
+    breaches declared by the clock, escalations), and the last record each of those timers
+    emitted per instance: what a re-fold with an event at `at` would give back and compare with.
+    (Drops past the correction window cannot be rewound: the caller checks for them.)"""
+    out: list[SlaInstance] = []
+    told: dict[str, SlaRecord] = {}
+    for inst in instances:
+        last: tuple[SlaEvent, datetime] | None = None
+        back = inst
+        if inst.escalated_at is not None and inst.escalated_at >= at:
+            last = (SlaEvent.ESCALATED, inst.escalated_at)
+            back = back._replace(escalated_at=None, escalate_to=None)
+        if (
+            inst.status is SlaStatus.BREACHED
+            and inst.met_at is None  # a breach by the clock, not a late response
+            and inst.breach_at >= at
+        ):
+            last = last or (SlaEvent.BREACHED, inst.breach_at)
+            back = back._replace(status=SlaStatus.OPEN, breached_at=None)
+        if inst.warned_at is not None and inst.warned_at >= at:
+            last = last or (SlaEvent.WARNED, inst.warned_at)
+            back = back._replace(warned_at=None)
+        if last is not None:
+            told[inst.instance_id] = _record(inst, last[0], last[1], defs)
+        out.append(back)
+    return tuple(out), told
+
+
 def next_deadline(instances: tuple[SlaInstance, ...], defs: Definitions) -> datetime | None:
     """The earliest time at which `on_tick` would change something."""
     times = []

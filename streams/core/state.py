@@ -102,6 +102,7 @@ class LeadState:
     base: LeadState | None = None  # the fold of the entries compacted out of `history`
     horizon_at: datetime | None = None  # entries at or before this are in `base`: too late
     timer_at: datetime | None = None  # the latest scheduled instant of a timer that fired
+    dropped_at: datetime | None = None  # the latest drop of a breach past the correction window
     revision: int = 0  # records emitted so far (each output record's `revision`)
 
 
@@ -156,6 +157,7 @@ class LeadDraft:
         base: LeadState | None
         horizon_at: datetime | None
         timer_at: datetime | None
+        dropped_at: datetime | None
         revision: int
 
     def __init__(self, state: LeadState) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import random
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
@@ -103,3 +103,36 @@ def test_the_check_sees_an_order_dependent_result(
     fewer = lines[:activity] + lines[activity + 1 :]
     first = replay_lines(lines, defs, None)
     assert differences(want, truth(replay_lines(fewer, defs, first.clock)))
+
+
+@pytest.mark.parametrize("hours_ahead", [2, 30, 24 * 40])
+def test_a_clock_running_ahead_of_the_events_gives_the_same_truth(
+    defs: Definitions,
+    lines: list[bytes],
+    in_file_order: tuple[Replayer, dict[str, set]],
+    hours_ahead: int,
+) -> None:
+    """Live mode: the wall clock fires warnings, breaches and escalations before the CRM
+    events that meet them arrive (and, 40 days ahead, drops breaches past the correction
+    window); once the same clock is reached, the truth equals replay's."""
+    import orjson
+
+    from streams.core.errors import InvalidEvent
+    from streams.core.events import parse_time
+
+    first, _ = in_file_order
+    assert first.clock is not None
+    ahead = timedelta(hours=hours_ahead)
+    want = truth(replay_lines(lines, defs, first.clock + ahead))
+    replayer = Replayer(defs)
+    latest = None
+    for line_no, raw in enumerate(lines, start=1):
+        replayer.feed_line(line_no, raw)
+        try:
+            at = parse_time(orjson.loads(raw)["occurred_at"])
+        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, InvalidEvent):
+            continue
+        latest = at if latest is None or at > latest else latest
+        replayer.advance(latest + ahead)
+    replayer.advance(first.clock + ahead)
+    assert differences(want, truth(replayer)) == {}
