@@ -162,6 +162,31 @@ def test_two_workers_on_the_full_data_one_sigkilled_leave_replays_truth(
     assert got == replayed, diff_text(replayed, got)
 
 
+def test_two_workers_on_the_full_data_to_the_end_leave_replays_truth(
+    stack: Settings,
+    arrival: list[bytes],
+    replayed: Facts,
+    tmp_path: Path,
+    unique_name: Callable[[str], str],
+) -> None:
+    """No kill: every forward to a lead or anonymous visitor of the other worker (stitching,
+    merges) and every MQL count for the weekly tally crosses the internal topic."""
+    app_id = unique_name("etboth")
+    prefix = app_id + "."
+    create_topics(stack.bootstrap, stack.partitions, prefix)
+    first = start_worker(stack, prefix, app_id, tmp_path / "first", *JSON_INPUT)
+    second = start_worker(stack, prefix, app_id, tmp_path / "second", *JSON_INPUT)
+    try:
+        time.sleep(8)  # both joined: the partitions are shared before the data comes
+        publish_independently(stack.bootstrap, prefix, arrival, rate=400.0)
+        got = topic_facts(_settled(stack, prefix, first, "first"))
+        assert second.poll() is None, "the second worker died"
+    finally:
+        stop(first)
+        stop(second)
+    assert got == replayed, diff_text(replayed, got)
+
+
 def _wait_for_clickhouse(client: Any, want: Facts, deadline_s: float) -> Facts:
     """ClickHouse's truth once it equals `want` or stopped changing for 10 s (at the deadline)."""
     end = time.monotonic() + deadline_s
