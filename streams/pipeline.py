@@ -324,7 +324,7 @@ class Pipeline:
             if (
                 sender != self.incarnation
                 and cause is not None
-                and cause[2] >= redelivered_from.get((cause[0], cause[1]), 0)
+                and self._reapplies(cause, redelivered_from)
             ):
                 self._parked.setdefault(cause, []).append((record.key or b"", message))
                 continue
@@ -343,6 +343,17 @@ class Pipeline:
             self._fences.difference_update(fences)
             if not self._fences:
                 self._fences_applied.set()
+
+    def _reapplies(self, cause: Cause, redelivered_from: dict[tuple[str, int], int]) -> bool:
+        """Whether this process applies `cause` (an input record) again: its partition is one
+        this process was given (when the restart point was read) and the record is at or after
+        the group's committed offset there. A cause on a partition another worker owns is that
+        worker's input: its consequence is applied at once, never parked (it would wait for an
+        input this process never applies)."""
+        owned = self._redelivered_for
+        if owned is None or cause[1] not in owned:
+            return False
+        return cause[2] >= redelivered_from.get((cause[0], cause[1]), 0)
 
     async def _take_assignment(self) -> None:
         """Before applying anything: the recovered tables logged (once), a new assignment taken

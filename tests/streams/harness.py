@@ -139,3 +139,28 @@ def table_values(bootstrap: str, app_id: str, table: str) -> dict[bytes, Any]:
     for record in read_topic(bootstrap, f"{app_id}-{table}-changelog", idle_s=2.0):
         latest[record.key] = record.value
     return {key: table_codec.loads(value) for key, value in latest.items() if value is not None}
+
+
+def start_sink(
+    stack: Settings, prefix: str, database: str, log_dir: Path
+) -> subprocess.Popen[bytes]:
+    """`leadflow sink` on the prefixed output topics into `database`, in its own process group."""
+    from leadflow.stack import free_port
+
+    env = {
+        **os.environ,
+        "LEADFLOW_KAFKA_PORT": str(stack.kafka_port),
+        "LEADFLOW_CLICKHOUSE_PORT": str(stack.clickhouse_port),
+        "LEADFLOW_CLICKHOUSE_DATABASE": database,
+        "LEADFLOW_METRICS_PORT": str(free_port()),
+    }
+    command = [sys.executable, "-m", "leadflow", "sink", "--topic-prefix", prefix]
+    command += ["--group", prefix + "sink", "--linger-s", "0.2", "--batch-rows", "500"]
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = log_dir / f"sink-{time.monotonic_ns()}.log"
+    with open(log, "wb") as out:
+        sink = subprocess.Popen(
+            command, env=env, stdout=subprocess.DEVNULL, stderr=out, start_new_session=True
+        )
+    sink.log = log  # type: ignore[attr-defined]
+    return sink
