@@ -243,6 +243,9 @@ class Pipeline:
         self._redelivered_for: frozenset[int] | None = None  # the assignment it was read for
         self._restart_point = asyncio.Lock()
         self._parked: dict[Cause, list[tuple[bytes, Internal]]] = {}
+        # per input partition, the last offset this process applied (its own inputs' replies
+        # from another worker are applied at once, never parked)
+        self._applied: dict[tuple[str, int], int] = {}
         self._cause: Cause | None = None
         self._source: KafkaMessage | None = None  # the record being applied (dead letters)
         # decoded table values of our keys (we are their only writer while assigned)
@@ -280,6 +283,7 @@ class Pipeline:
             if self.watermark is None or decoded.occurred_at > self.watermark:
                 self.watermark = decoded.occurred_at
             self._cause = (message.topic, message.partition, message.offset)
+            self._applied[(message.topic, message.partition)] = message.offset
             self._source = message
             try:
                 self._apply(decoded, message.partition, batch)
@@ -346,13 +350,15 @@ class Pipeline:
 
     def _reapplies(self, cause: Cause, redelivered_from: dict[tuple[str, int], int]) -> bool:
         """Whether this process applies `cause` (an input record) again: its partition is one
-        this process was given (when the restart point was read) and the record is at or after
-        the group's committed offset there. A cause on a partition another worker owns is that
+        this process was given (when the restart point was read), the record is at or after
+        the group's committed offset there, and this process has not applied it yet. A cause on a partition another worker owns is that
         worker's input: its consequence is applied at once, never parked (it would wait for an
         input this process never applies)."""
         owned = self._redelivered_for
         if owned is None or cause[1] not in owned:
             return False
+        if cause[2] <= self._applied.get((cause[0], cause[1]), -1):
+            return False  # applied by this process already: a reply to it, not a leftover
         return cause[2] >= redelivered_from.get((cause[0], cause[1]), 0)
 
     async def _take_assignment(self) -> None:
@@ -557,6 +563,8 @@ class Pipeline:
         our keys meanwhile (the tables themselves are recovered by Faust)."""
         current = frozenset(self._internal_partitions())
         if current != self._assignment:
+            kept = self._assignment & current  # applied offsets of partitions we keep still hold
+            self._applied = {k: v for k, v in self._applied.items() if k[1] in kept}
             self._assignment = current
             self._decoded.clear()
             self._deadlines_loaded = False  # leads taken over have deadlines too
