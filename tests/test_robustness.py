@@ -11,7 +11,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,34 +29,11 @@ from sinks.clickhouse.rows import printable
 from sinks.clickhouse.sink import TABLE_OF_TOPIC
 from streams import topics
 from streams.dataloss import BrokerProbe
-from tests.streams.harness import read_topic, start_worker, stop
+from tests.streams.harness import read_topic, start_sink, start_worker, stop
 
 confluent_kafka = pytest.importorskip("confluent_kafka")
 
 STOP_WITHIN_S = 10.0
-
-
-def start_sink(
-    stack: Settings, prefix: str, database: str, log_dir: Path
-) -> subprocess.Popen[bytes]:
-    """`leadflow sink` on the prefixed output topics into `database`, in its own process group."""
-    env = {
-        **os.environ,
-        "LEADFLOW_KAFKA_PORT": str(stack.kafka_port),
-        "LEADFLOW_CLICKHOUSE_PORT": str(stack.clickhouse_port),
-        "LEADFLOW_CLICKHOUSE_DATABASE": database,
-        "LEADFLOW_METRICS_PORT": str(free_port()),
-    }
-    command = [sys.executable, "-m", "leadflow", "sink", "--topic-prefix", prefix]
-    command += ["--group", prefix + "sink", "--linger-s", "0.2"]
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log = log_dir / f"sink-{time.monotonic_ns()}.log"
-    with open(log, "wb") as out:
-        sink = subprocess.Popen(
-            command, env=env, stdout=subprocess.DEVNULL, stderr=out, start_new_session=True
-        )
-    sink.log = log  # type: ignore[attr-defined]
-    return sink
 
 
 def _sigterm_seconds(process: subprocess.Popen[bytes]) -> float:
@@ -228,7 +204,7 @@ def test_poison_on_every_input_topic_is_one_dead_letter_each_and_good_events_are
     create_topics(stack.bootstrap, stack.partitions, prefix)
     spec = "avro," + ",".join(f"{t}={f}" for t, f in FORMATS.items())
     worker = start_worker(stack, prefix, app_id, tmp_path, "--input-format", spec)
-    sink = start_sink(stack, prefix, database, tmp_path)
+    sink = start_sink(stack, prefix, database, tmp_path, batch_rows=None)
     client = Client(host=stack.clickhouse_host, port=stack.clickhouse_port, database=database)
     try:
         # each good step once the one before is applied (an independent producer carries no
@@ -364,7 +340,7 @@ def test_a_broker_that_lost_its_data_stops_worker_and_sink_with_one_clear_error(
     prefix, app_id = "loss.", "loss"
     create_topics(settings.bootstrap, settings.partitions, prefix)
     worker = start_worker(settings, prefix, app_id, tmp_path)
-    sink = start_sink(settings, prefix, "loss", tmp_path)
+    sink = start_sink(settings, prefix, "loss", tmp_path, batch_rows=None)
     client = Client(host=settings.clickhouse_host, port=settings.clickhouse_port, database="loss")
     try:
         _publish_good(settings.bootstrap, prefix, ["L1", "L2"])
@@ -462,7 +438,7 @@ def test_sigterm_stops_worker_and_sink_within_10_s_with_the_broker_up_and_down(
     seconds: dict[str, float] = {}
     for case in ("broker up", "broker down"):
         worker = start_worker(settings, prefix, app_id, tmp_path)
-        sink = start_sink(settings, prefix, "stop", tmp_path)
+        sink = start_sink(settings, prefix, "stop", tmp_path, batch_rows=None)
         try:
             lead = "S1" if case == "broker up" else "S2"
             _publish_good(settings.bootstrap, prefix, [lead])
@@ -499,7 +475,7 @@ def test_sigterm_stops_the_sink_within_10_s_with_clickhouse_down_and_commits_onl
     create_topics(settings.bootstrap, settings.partitions, prefix)
     client = Client(host=settings.clickhouse_host, port=settings.clickhouse_port, database="chdown")
     worker = start_worker(settings, prefix, app_id, tmp_path)
-    sink = start_sink(settings, prefix, "chdown", tmp_path)
+    sink = start_sink(settings, prefix, "chdown", tmp_path, batch_rows=None)
     try:
         _publish_good(settings.bootstrap, prefix, ["C1"])
         _until(
@@ -532,7 +508,7 @@ def test_sigterm_stops_the_sink_within_10_s_with_clickhouse_down_and_commits_onl
         ends_after = _log_ends(settings.bootstrap, sink_topics)
         assert ends_after != ends_before, "the worker wrote nothing for C2 and C3"
         own_stack.up()
-        sink = start_sink(settings, prefix, "chdown", tmp_path)
+        sink = start_sink(settings, prefix, "chdown", tmp_path, batch_rows=None)
         _until(
             lambda: _count(client, "SELECT uniqExact(lead_id) FROM transitions FINAL") == 3,
             90,

@@ -142,9 +142,10 @@ def table_values(bootstrap: str, app_id: str, table: str) -> dict[bytes, Any]:
 
 
 def start_sink(
-    stack: Settings, prefix: str, database: str, log_dir: Path
+    stack: Settings, prefix: str, database: str, log_dir: Path, batch_rows: int | None = 500
 ) -> subprocess.Popen[bytes]:
-    """`leadflow sink` on the prefixed output topics into `database`, in its own process group."""
+    """`leadflow sink` on the prefixed output topics into `database`, in its own process group
+    (`batch_rows` None: the sink's default)."""
     from leadflow.stack import free_port
 
     env = {
@@ -155,7 +156,9 @@ def start_sink(
         "LEADFLOW_METRICS_PORT": str(free_port()),
     }
     command = [sys.executable, "-m", "leadflow", "sink", "--topic-prefix", prefix]
-    command += ["--group", prefix + "sink", "--linger-s", "0.2", "--batch-rows", "500"]
+    command += ["--group", prefix + "sink", "--linger-s", "0.2"]
+    if batch_rows is not None:
+        command += ["--batch-rows", str(batch_rows)]
     log_dir.mkdir(parents=True, exist_ok=True)
     log = log_dir / f"sink-{time.monotonic_ns()}.log"
     with open(log, "wb") as out:
