@@ -474,24 +474,49 @@ def _flag(component: _Component, port: int, settings: Settings) -> str:
 
 def free_port() -> int:
     """A loopback TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct loopback TCP ports nobody listens on right now (all held open while
+    they are picked: one at a time, the kernel may hand out the same port twice)."""
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+_PRIVATE_ATTEMPTS = 3
 
 
 @contextmanager
 def private_stack(state_dir: Path) -> Iterator[EmbeddedStack]:
     """A throwaway embedded stack on free loopback ports (benchmarks, tests), stopped on exit;
     its `settings` point at it."""
-    stack = EmbeddedStack(
-        Settings(
-            state_dir=state_dir,
-            kafka_port=free_port(),
-            clickhouse_port=free_port(),
-            clickhouse_http_port=free_port(),
+    for attempt in range(1, _PRIVATE_ATTEMPTS + 1):
+        kafka_port, clickhouse_port, clickhouse_http_port = free_ports(3)
+        stack = EmbeddedStack(
+            Settings(
+                state_dir=state_dir,
+                kafka_port=kafka_port,
+                clickhouse_port=clickhouse_port,
+                clickhouse_http_port=clickhouse_http_port,
+            )
         )
-    )
-    stack.up()
+        try:
+            stack.up()
+            break
+        except StackError as exc:
+            # a port picked as free can be taken (e.g. as the local port of a new outgoing
+            # connection) before the server binds it: stop what started, take other ports
+            stack.down()
+            if attempt == _PRIVATE_ATTEMPTS:
+                raise
+            print(f"private stack did not start ({exc}); trying other ports", flush=True)
     try:
         yield stack
     finally:

@@ -23,7 +23,7 @@ from clickhouse_driver import Client
 
 from leadflow.kafka_admin import create_topics
 from leadflow.settings import Settings
-from leadflow.stack import EmbeddedStack, free_port
+from leadflow.stack import EmbeddedStack, private_stack
 from schemas.serde import encode_event
 from sinks.clickhouse.rows import printable
 from sinks.clickhouse.sink import TABLE_OF_TOPIC
@@ -298,19 +298,8 @@ def _count(client: Client, sql: str) -> int:
 
 @pytest.fixture
 def own_stack(tmp_path: Path) -> Iterator[EmbeddedStack]:
-    private = EmbeddedStack(
-        Settings(
-            state_dir=tmp_path / "stack",
-            kafka_port=free_port(),
-            clickhouse_port=free_port(),
-            clickhouse_http_port=free_port(),
-        )
-    )
-    private.up()
-    try:
+    with private_stack(tmp_path / "stack") as private:
         yield private
-    finally:
-        private.down()
 
 
 def _restart_broker(private: EmbeddedStack) -> None:

@@ -135,6 +135,19 @@ def test_one_worker_fed_by_an_independent_publisher_leaves_replays_truth(
     assert got == replayed, diff_text(replayed, got)
 
 
+def _converged(stack: Settings, prefix: str, worker: Any, want: Facts, deadline_s: float) -> Facts:
+    """The output topics' truth once it equals `want`, or stopped changing for 25 s (longer
+    than a restarted worker's rejoin on the embedded broker), or at the deadline."""
+    end = time.monotonic() + deadline_s
+    last, since = None, time.monotonic()
+    while True:
+        got = topic_facts(_settled(stack, prefix, worker, "restarted"))
+        if got == want or time.monotonic() > end or time.monotonic() - since > 25:
+            return got
+        if got != last:
+            last, since = got, time.monotonic()
+
+
 def _wait_for_clickhouse(client: Any, want: Facts, deadline_s: float) -> Facts:
     """ClickHouse's truth once it equals `want` or stopped changing for 10 s (at the deadline)."""
     end = time.monotonic() + deadline_s
@@ -178,7 +191,7 @@ def test_worker_killed_twice_and_sink_killed_once_leave_replays_truth_in_clickho
                 stop(sink, signal.SIGKILL)
                 sink = start_sink(stack, prefix, database, tmp_path / "s")
         publishing.finish()
-        on_topics = topic_facts(_settled(stack, prefix, worker, "restarted"))
+        on_topics = _converged(stack, prefix, worker, replayed, 240)
         in_clickhouse = _wait_for_clickhouse(clickhouse, seconds(replayed), 120)
         assert sink.poll() is None, f"the sink died; log {sink.log}"  # type: ignore[attr-defined]
     finally:
