@@ -386,32 +386,16 @@ def _identifies_held_touches(entry: Entry, history: tuple[Entry, ...]) -> bool:
 
 
 def _append(state: LeadState, entry: Entry, key: str, defs: Definitions) -> Step:
-    outputs: list[Record] = []
-    if state.merged_into is None and state.sla:
-        due = sla.next_deadline(state.sla, defs)
-        if due is not None and due < entry.occurred_at:
-            state, ticked = _tick(state, entry.occurred_at - _EPSILON, defs)
-            outputs.extend(ticked)
-    seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
     if type(entry) is Event and state.merged_into is None and not state.erased:
-        # the hot path: one draft for the event, its history and its revisions
-        draft = LeadDraft(state)
-        if state.clock is None or entry.occurred_at > state.clock:
-            draft.clock = entry.occurred_at
-        changes = _Changes()
-        _apply_event(draft, entry, defs, changes)
-        draft.seen = seen
-        draft.history = (*state.history, entry)
-        _compact(draft, defs)
-        outputs.extend(changes.outputs)
-        _stamp(draft, outputs)
-        return Step(draft.freeze(), tuple(outputs), tuple(changes.forwards), changes.ignored)
+        return _append_event(state, entry, defs)
+    state, ticked = _tick_before(state, entry.occurred_at, defs)
+    outputs: list[Record] = list(ticked)
     step = _step(state, entry, defs)
     after = step.state
     assert after is not None
     outputs.extend(step.outputs)
     draft = LeadDraft(after)
-    draft.seen = seen
+    draft.seen = remember(state.seen, key, defs.dedupe_ids_per_lead)
     if step.ignored != "merged":  # forwarded to the survivor: kept there, not here
         draft.history = (*state.history, entry)
         _compact(draft, defs)
@@ -419,15 +403,23 @@ def _append(state: LeadState, entry: Entry, key: str, defs: Definitions) -> Step
     return Step(draft.freeze(), tuple(outputs), step.forwards, step.ignored)
 
 
+def _tick_before(
+    state: LeadState, at: datetime, defs: Definitions
+) -> tuple[LeadState, tuple[SlaRecord, ...]]:
+    """The timers of a live lead due strictly before `at` fired (what precedes an entry at
+    `at` in the fold)."""
+    if state.merged_into is None and state.sla:
+        due = sla.next_deadline(state.sla, defs)
+        if due is not None and due < at:
+            return _tick(state, at - _EPSILON, defs)
+    return state, ()
+
+
 def _append_event(state: LeadState, event: Event, defs: Definitions) -> Step:
     """`_append` of an event that sorts last on a live lead: one draft, nothing else."""
     at = event.occurred_at
-    outputs: list[Record] = []
-    if state.sla:
-        due = sla.next_deadline(state.sla, defs)
-        if due is not None and due < at:
-            state, ticked = _tick(state, at - _EPSILON, defs)
-            outputs.extend(ticked)
+    state, ticked = _tick_before(state, at, defs)
+    outputs: list[Record] = list(ticked)
     draft = LeadDraft(state)
     draft.seen = remember(state.seen, event.event_id, defs.dedupe_ids_per_lead)
     if state.clock is None or at > state.clock:
@@ -540,11 +532,8 @@ def _fold(
         held = {}
     for entry in history:
         at = entry.occurred_at
-        if state.sla and state.merged_into is None:
-            due = sla.next_deadline(state.sla, defs)
-            if due is not None and due < at:
-                state, ticked = _tick(state, at - _EPSILON, defs)
-                outputs.extend(ticked)
+        state, ticked = _tick_before(state, at, defs)
+        outputs.extend(ticked)
         if (
             type(entry) is Event
             and entry.event_type is EventType.TOUCH
